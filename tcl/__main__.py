@@ -1,0 +1,58 @@
+"""``python -m tcl VERB [args]`` — the command line of the artifact.
+
+Each verb lives in the module that owns its concept; this file only dispatches, so that
+``python -m tcl --help`` stays fast (no torch import) and every module keeps its own parser.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from tcl.utils import TclError
+
+# verb -> (module:function, one-line help). Each function takes argv (list[str]) and returns an
+# exit status (or None for 0).
+VERBS: dict[str, tuple[str, str]] = {
+    "synth": ("tcl.data.synth:cli", "write a synthetic cohort (NIfTI + manifest.csv)"),
+    "import-folders": (
+        "tcl.data.manifest:cli_import_folders",
+        "turn the released code's Grade_* folder layout into a manifest",
+    ),
+    "validate": ("tcl.data.manifest:cli_validate", "check a cohort; list every problem at once"),
+    "preprocess": ("tcl.data.preprocess:cli", "crop, resize and normalise into a cache"),
+    "splits": ("tcl.data.splits:cli", "draw the paper's random train/test splits"),
+    "radiomics": ("tcl.radiomics:cli", "hand-crafted features + logistic regression reference"),
+    "train": ("tcl.train:cli", "train one configuration on one draw"),
+    "bench": ("tcl.bench:cli", "measure training and inference throughput"),
+    "evaluate": ("tcl.evaluate:cli", "metrics, paper comparison and DeLong tests over runs"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: python -m tcl VERB [options]   (python -m tcl VERB --help for each)", ""]
+    lines += [f"  {verb:<15} {text}" for verb, (_, text) in VERBS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return 0
+    verb, rest = argv[0], argv[1:]
+    if verb not in VERBS:
+        print(f"error: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module_name, func_name = VERBS[verb][0].split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    try:
+        status = func(rest)
+    except TclError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

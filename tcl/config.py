@@ -1,0 +1,98 @@
+"""Profiles and configuration names: the one place that decides every number of a run.
+
+A *profile* is a protocol (input size, network width, epochs, optimiser, schedule, loss weights,
+augmentation). ``paper`` is the paper's protocol (../shared/reference/paper-facts.md); ``quick``
+shrinks it so all 27 trainings fit on a laptop CPU; ``smoke`` runs in seconds for tests.
+A *configuration* is one of the nine trained networks of Tables 2 and 3.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from tcl.utils import TclError
+
+# Table 2's compared multi-task methods, Table 3's ablations, and the proposed network.
+COMPARED = ("efmt", "mfmt", "mmoe", "maml")
+ABLATIONS = ("baseline1", "baseline2", "baseline3", "baseline4")
+CONFIGS = COMPARED + ABLATIONS + ("proposed",)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every setting of a training protocol. Defaults are the paper's (paper-facts.md)."""
+
+    name: str
+    size: tuple[int, int, int] = (128, 128, 24)  # H, W, D the cache is preprocessed to
+    width: int = 64  # ResNet stem width (64 = paper)
+    batch_size: int = 32
+    drop_last: bool = True
+    epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    dropout: float = 0.5
+    warmup_epochs: int = 5  # linear warm-up to lr, then StepLR
+    step_size: int = 5
+    gamma: float = 0.8
+    contrastive_from_epoch: int = 30  # 0-based epoch at which L_con switches on
+    alpha: float = 1.0  # weight of the contrastive terms
+    beta: float = 0.7  # weight of the auxiliary terms
+    tau: float = 0.07  # contrastive temperature
+    augment_p: float = 0.5  # probability of each augmentation
+    crop_min: int = 100  # smallest in-plane crop side at size[0] = 128 (scaled with size)
+    seed: int = 666
+    n_patients: int = 800  # size of the synthetic cohort this profile builds
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+PAPER = Profile(name="paper")
+
+# quick and smoke: the paper's protocol shrunk; the switch-on epoch and schedule scale with the
+# number of epochs. The training issue tunes these numbers against its time budget.
+QUICK = replace(
+    PAPER,
+    name="quick",
+    size=(64, 64, 12),
+    width=8,
+    epochs=20,
+    warmup_epochs=1,
+    step_size=1,
+    gamma=0.9,
+    contrastive_from_epoch=6,
+    crop_min=50,
+)
+SMOKE = replace(
+    PAPER,
+    name="smoke",
+    size=(32, 32, 12),
+    width=4,
+    batch_size=8,
+    epochs=2,
+    warmup_epochs=0,
+    step_size=1,
+    gamma=0.9,
+    contrastive_from_epoch=1,
+    crop_min=25,
+    n_patients=40,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, QUICK, SMOKE)}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called ``name``; an unknown name raises an error listing the valid ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise TclError(
+            f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}"
+        ) from None
+
+
+def check_config(name: str) -> str:
+    """Return ``name`` if it is one of the nine configurations, else raise listing them."""
+    if name not in CONFIGS:
+        raise TclError(f"unknown configuration {name!r}; valid configurations: {', '.join(CONFIGS)}")
+    return name

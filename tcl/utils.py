@@ -1,0 +1,107 @@
+"""Small shared helpers: the user-facing error type, atomic writes, provenance, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+
+class TclError(Exception):
+    """An error caused by the user's input (bad file, option or cohort).
+
+    ``python -m tcl`` prints its message (which names the patient, file or option) and exits
+    with status 2 instead of showing a traceback.
+    """
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; rename it onto ``final`` only on success.
+
+    Readers therefore never see a half-written file: an interrupted or failed write leaves the
+    old file (or nothing) in place. ``suffix`` keeps an extension that writers dispatch on
+    (e.g. ``.nii.gz`` for nibabel); it defaults to the final name's suffixes.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(final.suffixes) if suffix is None else suffix
+    fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, final)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def git_commit(root: str | os.PathLike | None = None) -> str:
+    """The current git commit of the project (``+dirty`` if the tree has changes), or 'unknown'."""
+    root = Path(root) if root else Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+PROVENANCE_PACKAGES = (
+    "tcl", "torch", "numpy", "scipy", "pandas", "nibabel", "scikit-learn", "statsmodels",
+)
+
+
+def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that shape results."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def provenance() -> dict[str, object]:
+    """What made an output: commit, package versions, machine and command line."""
+    return {
+        "commit": git_commit(),
+        "versions": package_versions(),
+        "machine": platform.platform(),
+        "command": " ".join(sys.argv),
+    }
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and (if imported) torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    if "torch" in sys.modules:
+        import torch
+
+        torch.manual_seed(seed)

@@ -1,0 +1,47 @@
+"""The command-line dispatcher."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tcl.__main__ import VERBS, main
+from tcl.config import CONFIGS, PROFILES, check_config, get_profile
+from tcl.utils import TclError, atomic_path
+
+
+def test_help_lists_every_verb(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for verb in VERBS:
+        assert verb in out
+
+
+def test_unknown_verb_exits_nonzero(capsys):
+    assert main(["no-such-verb"]) == 2
+    assert "unknown verb" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "tcl", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "synth" in done.stdout
+
+
+def test_unknown_profile_and_config_list_valid_names():
+    with pytest.raises(TclError, match="quick"):
+        get_profile("fast")
+    with pytest.raises(TclError, match="proposed"):
+        check_config("resnet")
+    assert len(CONFIGS) == 9 and set(PROFILES) == {"paper", "quick", "smoke"}
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.write_text("whole")
+    assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
