@@ -86,13 +86,13 @@ def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
     except KeyError:
-        raise TclError(
-            f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}"
-        ) from None
+        raise TclError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}") from None
 
 
 def check_config(name: str) -> str:
     """Return ``name`` if it is one of the nine configurations, else raise listing them."""
     if name not in CONFIGS:
-        raise TclError(f"unknown configuration {name!r}; valid configurations: {', '.join(CONFIGS)}")
+        raise TclError(
+            f"unknown configuration {name!r}; valid configurations: {', '.join(CONFIGS)}"
+        )
     return name

@@ -72,7 +72,14 @@ def git_commit(root: str | os.PathLike | None = None) -> str:
 
 
 PROVENANCE_PACKAGES = (
-    "tcl", "torch", "numpy", "scipy", "pandas", "nibabel", "scikit-learn", "statsmodels",
+    "tcl",
+    "torch",
+    "numpy",
+    "scipy",
+    "pandas",
+    "nibabel",
+    "scikit-learn",
+    "statsmodels",
 )
 
 

@@ -1,0 +1,129 @@
+"""The paper's random draws: a class-stratified training set, the rest for testing.
+
+Per draw the paper trains on 145 WHO I + 44 invasive high grade + 25 non-invasive high grade
+patients (214 of 800) and tests on the other 586; three draws are made by shuffling each class
+and taking the first k (paper-facts.md, "Splits"). For a cohort of another size the per-class
+training counts are scaled proportionally (each at least 1, and at least 1 left for testing).
+The released split script wrote its second draw into the first draw's folder; here each draw
+has its own entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tcl.utils import TclError, provenance, write_text_atomic
+
+# Paper cohort (800) and its training counts per class.
+PAPER_CLASS_SIZES = {"low_grade": 652, "high_grade_invasive": 62, "high_grade_noninvasive": 86}
+PAPER_TRAIN_COUNTS = {"low_grade": 145, "high_grade_invasive": 44, "high_grade_noninvasive": 25}
+CLASSES = tuple(PAPER_CLASS_SIZES)
+
+
+def patient_class(who_grade: int, invasion: int) -> str:
+    """One of the three cohort classes for a patient's labels."""
+    if invasion:
+        return "high_grade_invasive"
+    return "high_grade_noninvasive" if who_grade >= 2 else "low_grade"
+
+
+def train_counts(class_sizes: dict[str, int]) -> dict[str, int]:
+    """Training patients per class: the paper's counts, scaled to this cohort's class sizes."""
+    counts = {}
+    for name, size in class_sizes.items():
+        if size == PAPER_CLASS_SIZES[name]:
+            counts[name] = PAPER_TRAIN_COUNTS[name]
+        else:
+            share = PAPER_TRAIN_COUNTS[name] / PAPER_CLASS_SIZES[name]
+            counts[name] = int(min(max(round(share * size), 1), size - 1))
+        if size < 2:
+            raise TclError(
+                f"class {name} has {size} patient(s); each class needs at least 2 "
+                "(one to train on, one to test on)"
+            )
+    return counts
+
+
+def make_draws(
+    table: pd.DataFrame, n_draws: int = 3, seed: int = 666
+) -> list[dict[str, list[str]]]:
+    """Draw ``n_draws`` class-stratified train/test splits.
+
+    Args:
+        table: one row per patient with ``patient_id``, ``who_grade`` and ``invasion`` columns
+            (a manifest or a cache index).
+        n_draws: number of independent draws.
+        seed: seeds one generator for all draws, so the draws differ from each other but the
+            whole set is reproducible.
+
+    Returns:
+        ``[{"train": [ids], "test": [ids]}, ...]``, ids sorted within each list.
+    """
+    if n_draws < 1:
+        raise TclError(f"--draws must be at least 1, got {n_draws}")
+    ids = table["patient_id"].astype(str).to_numpy()
+    classes = np.array(
+        [
+            patient_class(int(g), int(i))
+            for g, i in zip(table["who_grade"], table["invasion"], strict=True)
+        ]
+    )
+    members = {name: np.sort(ids[classes == name]) for name in CLASSES}
+    counts = train_counts({name: len(m) for name, m in members.items()})
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_draws):
+        train = np.concatenate([rng.permutation(members[name])[: counts[name]] for name in CLASSES])
+        test = np.setdiff1d(ids, train)
+        draws.append({"train": sorted(train.tolist()), "test": sorted(test.tolist())})
+    return draws
+
+
+def write_splits(draws: list[dict[str, list[str]]], path: str | os.PathLike, seed: int) -> None:
+    """Write draws as ``{"draws": [...], "seed": ..., "provenance": ...}`` atomically."""
+    document = {"draws": draws, "seed": seed, "provenance": provenance()}
+    write_text_atomic(path, json.dumps(document, indent=1) + "\n")
+
+
+def read_splits(path: str | os.PathLike) -> list[dict[str, list[str]]]:
+    """Read the draws of a splits file; a missing or malformed file names the command to run."""
+    path = Path(path)
+    hint = f"build it with: python -m tcl splits --manifest MANIFEST --out {path}"
+    if not path.is_file():
+        raise TclError(f"splits file not found: {path}; {hint}")
+    try:
+        draws = json.loads(path.read_text())["draws"]
+        for draw in draws:
+            if set(draw) != {"train", "test"} or set(draw["train"]) & set(draw["test"]):
+                raise ValueError("each draw needs disjoint 'train' and 'test' lists")
+    except (ValueError, KeyError, TypeError) as error:
+        raise TclError(f"malformed splits file {path}: {error}; {hint}") from error
+    return draws
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tcl splits", description="Draw the paper's random train/test splits."
+    )
+    parser.add_argument("--manifest", required=True, type=Path, help="cohort manifest.csv")
+    parser.add_argument("--out", required=True, type=Path, help="splits.json to write")
+    parser.add_argument("--draws", type=int, default=3, help="number of draws (default 3)")
+    parser.add_argument("--seed", type=int, default=666, help="seed (default 666, the paper's)")
+    args = parser.parse_args(argv)
+
+    from tcl.data.manifest import read_manifest
+
+    table = read_manifest(args.manifest)
+    draws = make_draws(table, n_draws=args.draws, seed=args.seed)
+    write_splits(draws, args.out, seed=args.seed)
+    print(
+        f"wrote {args.out}: {len(draws)} draws, {len(draws[0]['train'])} train / "
+        f"{len(draws[0]['test'])} test patients each"
+    )
+    return 0
