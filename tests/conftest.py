@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny cohort written with nibabel directly.
+
+The cohort does not use the synthetic generator (tcl.data.synth), so the manifest, validation
+and preprocessing tests check those modules alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+TINY_SHAPE = (40, 40, 8)  # X, Y, Z voxels
+# (patient_id, who_grade, invasion, sex, box x0, x1, y0, y1): non-square boxes on purpose
+TINY_PATIENTS = (
+    ("P001", 1, 0, "F", 10, 30, 12, 20),
+    ("P002", 2, 1, "M", 5, 15, 5, 25),
+    ("P003", 3, 0, "F", 20, 36, 14, 30),
+    ("P004", 1, 0, "M", 8, 20, 8, 20),
+)
+TINY_AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])  # 1 mm in-plane, 3 mm slices, RAS+
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray = TINY_AFFINE) -> Path:
+    """Save ``data`` [X, Y, Z] as float32 NIfTI at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine), str(path))
+    return path
+
+
+def tiny_images(index: int, box: tuple[int, int, int, int]) -> dict[str, np.ndarray]:
+    """Three modalities and a mask [40, 40, 8]: tissue everywhere, a brighter box tumour.
+
+    Slice z = 0 is left zero (air) so that background handling is exercised. The mask has the
+    tumour box as label 1 and a one-voxel oedema rim (label 2) inside it.
+    """
+    rng = np.random.default_rng(index)
+    x0, x1, y0, y1 = box
+    tumour = np.zeros(TINY_SHAPE, dtype=bool)
+    tumour[x0:x1, y0:y1, 1:7] = True
+    images: dict[str, np.ndarray] = {}
+    for k, (tissue, lesion) in enumerate(((300.0, 900.0), (400.0, 700.0), (800.0, 1500.0))):
+        volume = tissue + 20.0 * rng.standard_normal(TINY_SHAPE) + 10.0 * k
+        volume[tumour] = lesion + 30.0 * rng.standard_normal(int(tumour.sum()))
+        volume[:, :, 0] = 0.0
+        images[("t1c", "flairc", "adc")[k]] = volume.astype(np.float32)
+    mask = tumour.astype(np.float32)
+    mask[x0, y0:y1, 1:7] = 2.0  # oedema rim on one side
+    images["mask"] = mask
+    return images
+
+
+def write_tiny_cohort(root: Path, patients=TINY_PATIENTS) -> Path:
+    """Write ``root/<pid>/{t1c,flairc,adc,mask}.nii.gz`` and ``root/manifest.csv``."""
+    rows = []
+    for index, (pid, grade, invasion, sex, *box) in enumerate(patients):
+        images = tiny_images(index, tuple(box))
+        row = {
+            "patient_id": pid,
+            "who_grade": grade,
+            "invasion": invasion,
+            "age": 50 + index,
+            "sex": sex,
+            "scanner": f"S{index % 2}",
+        }
+        for name, volume in images.items():
+            write_nifti(root / pid / f"{name}.nii.gz", volume)
+            row[name] = f"{pid}/{name}.nii.gz"
+        rows.append(row)
+    manifest = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+@pytest.fixture
+def tiny_cohort(tmp_path: Path) -> Path:
+    """Path of the manifest of a fresh four-patient cohort (40×40×8 volumes, box tumours)."""
+    return write_tiny_cohort(tmp_path / "cohort")
