@@ -1,0 +1,142 @@
+"""Figures for the notebooks. Each function returns a matplotlib Figure; ``save_figure`` writes
+PNG and PDF atomically under ``figures/<profile>/``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from sklearn.metrics import precision_recall_curve, roc_curve
+
+from tcl.report import CONFIG_LABELS
+from tcl.utils import atomic_path
+
+MODALITY_LABELS = {"t1c": "T1C", "flairc": "FLAIR-C", "adc": "ADC"}
+SCORE_COLUMNS = {"invasion": "p_invasion", "high_grade": "p_high_grade", "grade": "p_high_grade"}
+LABEL_COLUMNS = {"invasion": "invasion", "high_grade": "high_grade", "grade": "high_grade"}
+
+
+def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
+    """Save ``fig`` as ``name.png`` (150 dpi) and ``name.pdf`` in ``out_dir``."""
+    paths = []
+    for ext in ("png", "pdf"):
+        path = Path(out_dir) / f"{name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)
+        paths.append(path)
+    return paths
+
+
+def modality_montage(
+    volumes: dict[str, dict[str, np.ndarray]], masks: dict[str, np.ndarray] | None = None
+) -> plt.Figure:
+    """Rows = patients (e.g. one per class), columns = T1C, FLAIR-C, ADC (like the paper's Fig. 1).
+
+    Args:
+        volumes: ``{row title: {"t1c": [X,Y,Z], "flairc": ..., "adc": ...}}``.
+        masks: optional ``{row title: mask [X,Y,Z]}``; picks the slice with the most tumour and
+            draws the ROI outline.
+    """
+    fig, axes = plt.subplots(len(volumes), 3, figsize=(9, 3 * len(volumes)), squeeze=False)
+    for row, (title, channels) in enumerate(volumes.items()):
+        mask = None if masks is None else masks.get(title)
+        first = next(iter(channels.values()))
+        z = first.shape[2] // 2 if mask is None else int(np.argmax((mask > 0).sum(axis=(0, 1))))
+        for col, (name, volume) in enumerate(channels.items()):
+            ax = axes[row, col]
+            # radiological display: rows anterior→posterior, patient's left on the right
+            ax.imshow(np.rot90(volume[:, :, z]), cmap="gray")
+            if mask is not None:
+                ax.contour(
+                    np.rot90(mask[:, :, z]), levels=[0.5, 1.5], colors=["r", "y"], linewidths=0.6
+                )
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(MODALITY_LABELS.get(name, name))
+            if col == 0:
+                ax.set_ylabel(title)
+    fig.tight_layout()
+    return fig
+
+
+def roc_pr_curves(predictions: dict[str, pd.DataFrame], task: str, title: str = "") -> plt.Figure:
+    """ROC (left) and precision–recall (right) curves of several configurations for one task.
+
+    Args:
+        predictions: ``{config: predictions table}``; all draws are pooled per configuration
+            (each draw's test set is a different sample, so pooling shows the typical curve;
+            the AUCs in the tables are per-draw means).
+        task: ``"invasion"`` or ``"high_grade"``.
+    """
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.5))
+    for config, table in predictions.items():
+        y, p = table[LABEL_COLUMNS[task]].to_numpy(), table[SCORE_COLUMNS[task]].to_numpy()
+        fpr, tpr, _ = roc_curve(y, p)
+        precision, recall, _ = precision_recall_curve(y, p)
+        label = CONFIG_LABELS.get(config, config)
+        ax_roc.plot(fpr, tpr, label=label, lw=1.2)
+        ax_pr.plot(recall, precision, label=label, lw=1.2)
+    ax_roc.plot([0, 1], [0, 1], ls=":", c="grey")
+    ax_roc.set(xlabel="1 − specificity", ylabel="sensitivity", title=f"ROC — {title or task}")
+    ax_pr.set(xlabel="recall", ylabel="precision", title=f"Precision–recall — {title or task}")
+    ax_roc.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Each loss term (left) and the learning rate (right) per epoch from ``history.csv``."""
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.8))
+    terms = [
+        c
+        for c in history.columns
+        if c == "total" or c.split("_")[0] in {"cls", "con", "aux", "intra"}
+    ]
+    for term in terms:
+        ax_loss.plot(history["epoch"], history[term], label=term, lw=1.5 if term == "total" else 1)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title=title or "training loss")
+    ax_loss.legend(fontsize=7, ncol=2)
+    ax_lr.plot(history["epoch"], history["lr"], c="k")
+    ax_lr.set(xlabel="epoch", ylabel="learning rate", title="schedule")
+    fig.tight_layout()
+    return fig
+
+
+def forest_plot(delong: pd.DataFrame, title: str = "") -> plt.Figure:
+    """AUC(proposed) − AUC(other) with its confidence interval, per comparison and draw.
+
+    Args:
+        delong: rows with ``task, draw, config, diff, ci_low, ci_high, p_holm``.
+    """
+    tasks = list(dict.fromkeys(delong["task"]))
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(5 * len(tasks), 0.3 * len(delong) / len(tasks) + 1.5), squeeze=False
+    )
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = delong[delong["task"] == task].reset_index(drop=True)
+        y = np.arange(len(rows))[::-1]
+        ax.errorbar(
+            rows["diff"],
+            y,
+            xerr=[rows["diff"] - rows["ci_low"], rows["ci_high"] - rows["diff"]],
+            fmt="o",
+            ms=3,
+            c="k",
+            lw=1,
+        )
+        ax.axvline(0, c="grey", ls=":")
+        ax.set_yticks(
+            y,
+            [
+                f"{CONFIG_LABELS.get(c, c)} · draw {d}"
+                for c, d in zip(rows["config"], rows["draw"], strict=True)
+            ],
+            fontsize=7,
+        )
+        ax.set(xlabel="AUC(proposed) − AUC(other)", title=f"{title} {task}".strip())
+    fig.tight_layout()
+    return fig

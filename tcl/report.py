@@ -1,0 +1,195 @@
+"""Tables for the notebooks: Table 1 (cohort), Tables 2–3 (metrics beside the paper's), DeLong.
+
+Every table is written as CSV (tidy, for machines), Markdown and LaTeX (formatted, for people),
+under ``figures/<profile>/<name>.{csv,md,tex}``, atomically, with a caption line that says which
+profile and cohort produced it — synthetic results are never passed off as the paper's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tcl.data.splits import CLASSES, patient_class
+from tcl.utils import write_text_atomic
+
+# Paper Table 1 (paper-facts.md): n, age mean, age SD, male, female per class.
+PAPER_TABLE1 = {
+    "low_grade": (652, 56.75, 10.70, 139, 513),
+    "high_grade_invasive": (62, 55.77, 11.97, 26, 36),
+    "high_grade_noninvasive": (86, 55.52, 12.46, 39, 47),
+}
+CLASS_LABELS = {
+    "low_grade": "Low grade (WHO I), no invasion",
+    "high_grade_invasive": "High grade (WHO II/III), invasion",
+    "high_grade_noninvasive": "High grade, no invasion",
+}
+TABLE2_CONFIGS = ("efmt", "mfmt", "mmoe", "maml", "radiomics", "proposed")
+TABLE3_CONFIGS = ("baseline1", "baseline2", "baseline3", "baseline4", "proposed")
+CONFIG_LABELS = {
+    "efmt": "EFMT", "mfmt": "MFMT", "mmoe": "MMoE", "maml": "MAML", "radiomics": "Radiomics",
+    "baseline1": "Baseline1", "baseline2": "Baseline2", "baseline3": "Baseline3",
+    "baseline4": "Baseline4", "proposed": "Proposed",
+}  # fmt: skip
+METRICS = (
+    "sensitivity", "specificity", "accuracy", "g_mean", "balanced_accuracy", "mcc", "auprc", "auc",
+)  # fmt: skip
+METRIC_LABELS = {
+    "sensitivity": "Sensitivity", "specificity": "Specificity", "accuracy": "Accuracy",
+    "g_mean": "G-Mean", "balanced_accuracy": "Balanced Acc.", "mcc": "MCC", "auprc": "AUPRC",
+    "auc": "AUC",
+}  # fmt: skip
+TASK_LABELS = {"invasion": "Brain invasion", "grade": "Grade", "high_grade": "Grade"}
+
+
+def table1(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Cohort characteristics per class (paper Table 1) beside the paper's values.
+
+    Args:
+        manifest: one row per patient with ``who_grade``, ``invasion``, ``age``, ``sex``.
+
+    Returns:
+        One row per class: ``n, age_mean, age_sd, male, female`` and the same with ``paper_``.
+    """
+    classes = [
+        patient_class(int(g), int(i))
+        for g, i in zip(manifest["who_grade"], manifest["invasion"], strict=True)
+    ]
+    frame = manifest.assign(cohort_class=classes)
+    rows = []
+    for name in CLASSES:
+        members = frame[frame.cohort_class == name]
+        paper = PAPER_TABLE1[name]
+        age = pd.to_numeric(members["age"], errors="coerce")
+        rows.append(
+            {
+                "class": CLASS_LABELS[name],
+                "n": len(members),
+                "age_mean": age.mean(),
+                "age_sd": age.std(ddof=1),
+                "male": int((members["sex"] == "M").sum()),
+                "female": int((members["sex"] == "F").sum()),
+                "paper_n": paper[0],
+                "paper_age_mean": paper[1],
+                "paper_age_sd": paper[2],
+                "paper_male": paper[3],
+                "paper_female": paper[4],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def format_table1(table: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 for people: "ours (paper)" in each cell."""
+    return pd.DataFrame(
+        {
+            "Class": table["class"],
+            "n": [f"{r.n} ({r.paper_n})" for r in table.itertuples()],
+            "Age": [
+                f"{r.age_mean:.2f}±{r.age_sd:.2f} ({r.paper_age_mean:.2f}±{r.paper_age_sd:.2f})"
+                for r in table.itertuples()
+            ],
+            "Male/Female": [
+                f"{r.male}/{r.female} ({r.paper_male}/{r.paper_female})" for r in table.itertuples()
+            ],
+        }
+    )
+
+
+def metrics_table(summary: pd.DataFrame, configs: tuple[str, ...]) -> pd.DataFrame:
+    """Tidy rows of ``summary`` (``metrics_summary.csv``) for ``configs``, in table order."""
+    frame = summary[summary["config"].isin(configs)].copy()
+    frame["task"] = frame["task"].replace({"high_grade": "grade"})
+    frame["config"] = pd.Categorical(frame["config"], categories=list(configs), ordered=True)
+    frame["metric"] = pd.Categorical(frame["metric"], categories=list(METRICS), ordered=True)
+    frame = frame[frame["metric"].notna()]
+    frame["task"] = pd.Categorical(frame["task"], categories=["invasion", "grade"], ordered=True)
+    return frame.sort_values(["task", "metric", "config"]).reset_index(drop=True)
+
+
+def format_metrics_table(tidy: pd.DataFrame) -> pd.DataFrame:
+    """Rows (task, metric) × columns config, cells "mean ± sd [paper]"."""
+
+    def cell(row: pd.Series) -> str:
+        if pd.isna(row["mean"]):
+            text = "missing"
+        else:
+            text = (
+                f"{row['mean']:.4f} ± {row['sd']:.4f}"
+                if pd.notna(row["sd"])
+                else f"{row['mean']:.4f}"
+            )
+        paper = row.get("paper")
+        return text if paper is None or pd.isna(paper) else f"{text} [{paper:.4f}]"
+
+    cells = tidy.assign(cell=tidy.apply(cell, axis=1))
+    wide = cells.pivot_table(
+        index=["task", "metric"], columns="config", values="cell", aggfunc="first", observed=True
+    )
+    wide = wide.reset_index()
+    wide["task"] = wide["task"].map(lambda t: TASK_LABELS.get(str(t), str(t)))
+    wide["metric"] = wide["metric"].map(lambda m: METRIC_LABELS.get(str(m), str(m)))
+    wide.columns = [CONFIG_LABELS.get(str(c), str(c).capitalize()) for c in wide.columns]
+    return wide
+
+
+def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    header = [str(c) for c in frame.columns]
+    rows = [["" if pd.isna(v) else _fmt(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = [f"{caption}\n"] if caption else []
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---" for _ in header) + "|")
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def to_latex(frame: pd.DataFrame, caption: str = "") -> str:
+    """A booktabs LaTeX tabular (no extra dependency)."""
+
+    def escape(text: str) -> str:
+        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
+                     ("#", r"\#"), ("±", r"$\pm$")):  # fmt: skip
+            text = text.replace(a, b)
+        return text
+
+    lines = [f"% {caption}"] if caption else []
+    lines.append(r"\begin{tabular}{" + "l" * len(frame.columns) + "}")
+    lines.append(r"\toprule")
+    lines.append(" & ".join(escape(str(c)) for c in frame.columns) + r" \\")
+    lines.append(r"\midrule")
+    for row in frame.itertuples(index=False):
+        lines.append(" & ".join(escape("" if pd.isna(v) else _fmt(v)) for v in row) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def write_table(
+    tidy: pd.DataFrame,
+    formatted: pd.DataFrame,
+    name: str,
+    out_dir: str | os.PathLike,
+    caption: str,
+) -> dict[str, Path]:
+    """Write ``name.csv`` (tidy) and ``name.md`` / ``name.tex`` (formatted) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    paths = {ext: out_dir / f"{name}.{ext}" for ext in ("csv", "md", "tex")}
+    write_text_atomic(paths["csv"], tidy.to_csv(index=False))
+    write_text_atomic(paths["md"], to_markdown(formatted, caption))
+    write_text_atomic(paths["tex"], to_latex(formatted, caption))
+    return paths
+
+
+def caption(title: str, profile: str, cohort: str) -> str:
+    """A caption that always says where the numbers came from."""
+    source = "SYNTHETIC cohort (not the paper's data)" if cohort.startswith("synthetic") else cohort
+    return f"{title} — profile `{profile}`, cohort: {source}; [paper value] in brackets."
