@@ -104,8 +104,8 @@ def metrics_table(summary: pd.DataFrame, configs: tuple[str, ...]) -> pd.DataFra
     frame = summary[summary["config"].isin(configs)].copy()
     frame["task"] = frame["task"].replace({"high_grade": "grade"})
     frame["config"] = pd.Categorical(frame["config"], categories=list(configs), ordered=True)
+    frame = frame[frame["metric"].isin(METRICS)]
     frame["metric"] = pd.Categorical(frame["metric"], categories=list(METRICS), ordered=True)
-    frame = frame[frame["metric"].notna()]
     frame["task"] = pd.Categorical(frame["task"], categories=["invasion", "grade"], ordered=True)
     return frame.sort_values(["task", "metric", "config"]).reset_index(drop=True)
 

@@ -1,0 +1,73 @@
+"""Tables for the notebooks (tcl.report)."""
+
+import numpy as np
+import pandas as pd
+
+from tcl import report
+
+
+def manifest_frame() -> pd.DataFrame:
+    rows = []
+    for i in range(10):
+        rows.append({"patient_id": f"L{i}", "who_grade": 1, "invasion": 0, "age": 50 + i,
+                     "sex": "F" if i < 7 else "M"})  # fmt: skip
+    for i in range(4):
+        rows.append({"patient_id": f"I{i}", "who_grade": 2 + (i == 0), "invasion": 1,
+                     "age": 60, "sex": "M"})  # fmt: skip
+    for i in range(3):
+        rows.append({"patient_id": f"N{i}", "who_grade": 2, "invasion": 0, "age": 40 + 2 * i,
+                     "sex": "F"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_table1_counts_and_paper_values():
+    table = report.table1(manifest_frame()).set_index("class")
+    low = table.loc[report.CLASS_LABELS["low_grade"]]
+    assert (low.n, low.male, low.female) == (10, 3, 7)
+    assert np.isclose(low.age_mean, 54.5) and np.isclose(low.age_sd, np.std(range(50, 60), ddof=1))
+    invasive = table.loc[report.CLASS_LABELS["high_grade_invasive"]]
+    assert (invasive.n, invasive.male, invasive.paper_n) == (4, 4, 62)
+    assert invasive.age_sd == 0
+    formatted = report.format_table1(report.table1(manifest_frame()))
+    assert formatted.loc[0, "n"] == "10 (652)"
+
+
+def summary_frame() -> pd.DataFrame:
+    rows = []
+    for config in ("efmt", "proposed", "radiomics"):
+        for task in ("invasion", "high_grade"):
+            for metric in report.METRICS + ("auprc_hard",):
+                mean = np.nan if config == "efmt" and task == "invasion" else 0.8
+                paper = 0.9 if config != "radiomics" else np.nan
+                rows.append({"config": config, "task": task, "metric": metric, "mean": mean,
+                             "sd": 0.01, "n_draws": 3, "paper": paper})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_metrics_table_orders_and_formats():
+    tidy = report.metrics_table(summary_frame(), report.TABLE2_CONFIGS)
+    assert list(tidy["config"].unique()) == ["efmt", "radiomics", "proposed"]
+    assert set(tidy["task"]) == {"invasion", "grade"}
+    assert "auprc_hard" not in set(tidy["metric"].astype(str))
+    wide = report.format_metrics_table(tidy)
+    assert list(wide.columns) == ["Task", "Metric", "EFMT", "Radiomics", "Proposed"]
+    assert len(wide) == 16
+    first = wide.iloc[0]
+    assert first["Task"] == "Brain invasion" and first["Metric"] == "Sensitivity"
+    assert first["EFMT"] == "missing [0.9000]"
+    assert first["Proposed"] == "0.8000 ± 0.0100 [0.9000]"
+    assert first["Radiomics"] == "0.8000 ± 0.0100"
+
+
+def test_write_table_writes_three_formats(tmp_path):
+    tidy = report.metrics_table(summary_frame(), report.TABLE3_CONFIGS)
+    wide = report.format_metrics_table(tidy)
+    caption = report.caption("Table 3", "smoke", "synthetic-smoke")
+    paths = report.write_table(tidy, wide, "table3", tmp_path, caption)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table3.csv", "table3.md", "table3.tex"]
+    markdown = paths["md"].read_text()
+    assert "SYNTHETIC" in markdown and "| Task | Metric | Proposed |" in markdown
+    assert markdown.count("\n|") == 2 + 16
+    latex = paths["tex"].read_text()
+    assert r"\toprule" in latex and r"$\pm$" in latex and "SYNTHETIC" in latex
+    assert pd.read_csv(paths["csv"]).shape[0] == len(tidy)
