@@ -363,9 +363,11 @@ def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
         x0, x1, y0, y1, z0, z1 = files.bbox
         spans = [(x0, x1), (y0, y1), (z0, z1)]
         inside = all(0 <= lo < hi <= n for (lo, hi), n in zip(spans, shape, strict=True))
-        if not inside:
+        if any(hi <= lo for lo, hi in spans):
+            pass  # an empty bbox is a table-level problem, already reported by _read_table
+        elif not inside:
             problems.append(
-                f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is empty or "
+                f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is "
                 f"outside the volume of shape {shape} ({ref_name} {files.paths[ref_name]})"
             )
         else:

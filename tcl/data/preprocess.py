@@ -1,0 +1,383 @@
+"""ROI preprocessing into one memory-mappable cache (paper-facts.md, "Preprocessing").
+
+Per patient, on the three modalities loaded in canonical RAS+ orientation (axes X, Y in-plane,
+Z = slices), in this order:
+
+1. **crop** in-plane to the ROI (bounding box of mask labels > 0, or the manifest's bbox
+   columns) plus ``margin`` voxels on each side, clamped to the volume; all slices are kept
+   (the paper crops in-plane only; the bbox's z0/z1 are checked but do not crop);
+2. **clip** intensities to [0, 1200]. Clipping comes before any interpolation, on the raw
+   voxels of the cropped box as the released code does, so that an outlier voxel is not
+   smeared into its neighbours by the resize (clip-then-interpolate keeps every value in the
+   range, interpolate-then-clip would not be the same image);
+3. **zero-pad** the crop to a square, centred (odd remainders go after);
+4. **resize** to ``size`` = (H, W, D) by trilinear interpolation with torch's
+   ``interpolate(mode="trilinear", align_corners=False)`` convention (half-pixel centres, edge
+   clamped, no anti-aliasing), implemented separably in NumPy so workers need no torch; the
+   output shape is exactly ``size``;
+5. **z-score** each modality over the foreground — voxels non-zero in the sum of the three
+   clipped modalities — and set the background to exactly 0. Normalising last guarantees that
+   what the network sees has foreground mean 0 / SD 1; the padding (zeros, and zeros stay zero
+   under linear interpolation) remains background.
+
+Cache layout in ``DIR``: ``volumes.npy`` float16 [N, 3, H, W, D] (t1c, flairc, adc),
+``index.csv`` (row, patient_id, labels; row order = volumes order), ``meta.json`` (size,
+margin, channels, input hash, provenance). ``meta.json`` is written last: its presence marks a
+complete cache, and a rerun with the same input hash does nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tcl.data.manifest import (
+    MODALITIES,
+    PatientFiles,
+    default_workers,
+    load_patient,
+    map_patients,
+    read_manifest,
+)
+from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
+
+# Bump when the preprocessing changes what it writes: it is part of the input hash, so every
+# existing cache is rebuilt on the next run.
+PREPROCESS_VERSION = "1"
+CLIP_RANGE = (0.0, 1200.0)
+DEFAULT_SIZE = (128, 128, 24)  # H, W, D (paper)
+INDEX_COLUMNS = (
+    "row",
+    "patient_id",
+    "who_grade",
+    "invasion",
+    "high_grade",
+    "age",
+    "sex",
+    "scanner",
+)
+CACHE_FILES = ("volumes.npy", "index.csv", "meta.json")
+
+Roi = tuple[int, int, int, int, int, int]
+
+
+# ---------------------------------------------------------------------------------------------
+# the image operations (pure functions on arrays)
+
+
+def crop_in_plane(images: np.ndarray, roi: Roi, margin: int = 0) -> np.ndarray:
+    """Crop ``images`` [C, X, Y, Z] to the ROI's in-plane box grown by ``margin`` voxels,
+    clamped to the volume; every slice is kept. Returns a view [C, x1 - x0, y1 - y0, Z]."""
+    x0, x1, y0, y1 = roi[:4]
+    n_x, n_y = images.shape[1:3]
+    x0, x1 = max(0, x0 - margin), min(n_x, x1 + margin)
+    y0, y1 = max(0, y0 - margin), min(n_y, y1 + margin)
+    return images[:, x0:x1, y0:y1, :]
+
+
+def pad_square(images: np.ndarray) -> np.ndarray:
+    """Zero-pad ``images`` [C, X, Y, Z] in-plane to [C, S, S, Z], S = max(X, Y), centred
+    (the odd voxel of an uneven pad goes after)."""
+    n_x, n_y = images.shape[1:3]
+    side = max(n_x, n_y)
+    pad_x, pad_y = side - n_x, side - n_y
+    widths = ((0, 0), (pad_x // 2, pad_x - pad_x // 2), (pad_y // 2, pad_y - pad_y // 2), (0, 0))
+    return np.pad(images, widths, mode="constant", constant_values=0)
+
+
+def _resize_axis(array: np.ndarray, axis: int, length: int) -> np.ndarray:
+    """Linear interpolation of ``array`` along ``axis`` to ``length`` samples, with the
+    half-pixel convention of torch's ``align_corners=False``."""
+    n = array.shape[axis]
+    if n == length:
+        return array
+    source = (np.arange(length, dtype=np.float64) + 0.5) * (n / length) - 0.5
+    source = np.clip(source, 0.0, None)  # torch clamps negative positions to the first voxel
+    lower = np.minimum(np.floor(source).astype(np.int64), n - 1)
+    upper = np.minimum(lower + 1, n - 1)
+    weight = (source - lower).astype(array.dtype)
+    shape = [1] * array.ndim
+    shape[axis] = length
+    weight = weight.reshape(shape)
+    low = np.take(array, lower, axis=axis)
+    high = np.take(array, upper, axis=axis)
+    return low + (high - low) * weight
+
+
+def resize_trilinear(images: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
+    """Resize ``images`` [C, X, Y, Z] to [C, *size] (trilinear, ``align_corners=False``).
+
+    Trilinear interpolation is separable, so three 1D passes give the same result as torch's
+    ``interpolate(..., mode="trilinear", align_corners=False)`` (up to float rounding).
+    """
+    out = images
+    for axis, length in enumerate(size, start=1):
+        out = _resize_axis(out, axis, int(length))
+    assert out.shape[1:] == tuple(size)
+    return out
+
+
+def zscore_foreground(images: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per channel z-score of ``images`` [C, H, W, D] over the foreground (voxels non-zero in
+    the channel sum); the background is set to 0. Returns (normalised float32, foreground
+    voxel count). A channel constant over the foreground becomes 0 there."""
+    foreground = images.sum(axis=0) != 0
+    count = int(foreground.sum())
+    out = np.zeros(images.shape, dtype=np.float32)
+    if count == 0:
+        return out, 0
+    for channel in range(images.shape[0]):
+        values = images[channel][foreground].astype(np.float64)
+        mean, std = values.mean(), values.std()
+        out[channel][foreground] = (values - mean) / (std if std > 0 else 1.0)
+    return out, count
+
+
+def preprocess_images(
+    images: np.ndarray, roi: Roi, size: tuple[int, int, int], margin: int = 0
+) -> np.ndarray:
+    """The whole per-patient pipeline (module docstring): ``images`` [3, X, Y, Z] raw →
+    [3, *size] float32 z-scored. Raises ValueError when the ROI has no voxel > 0."""
+    crop = crop_in_plane(images, roi, margin).astype(np.float32)
+    crop = np.clip(crop, *CLIP_RANGE)
+    resized = resize_trilinear(pad_square(crop), size)
+    normalised, count = zscore_foreground(resized)
+    if count == 0:
+        raise ValueError(f"no voxel > 0 in the ROI after clipping to {list(CLIP_RANGE)}")
+    return normalised
+
+
+def _preprocess_patient(
+    job: tuple[PatientFiles, tuple[int, int, int], int],
+) -> tuple[list[str], np.ndarray | None]:
+    """Worker: load, check and preprocess one patient → (problems, [3, H, W, D] float16)."""
+    files, size, margin = job
+    problems, loaded = load_patient(files)
+    if loaded is None:
+        return problems or [f"patient {files.patient_id}: could not be loaded"], None
+    try:
+        volume = preprocess_images(loaded.images, loaded.roi, size, margin)
+    except ValueError as error:
+        return [f"patient {files.patient_id}: {error} ({files.paths['t1c']})"], None
+    return [], volume.astype(np.float16)
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache
+
+
+def input_hash(manifest: Path, table: pd.DataFrame, size: tuple[int, int, int], margin: int) -> str:
+    """sha256 of the manifest bytes, each image file's (path, size, mtime), the options and
+    the preprocessing version: any change of input or option changes it."""
+    digest = hashlib.sha256()
+    digest.update(f"tcl-preprocess {PREPROCESS_VERSION} size={list(size)} margin={margin}".encode())
+    digest.update(manifest.read_bytes())
+    for _, row in table.iterrows():
+        for column in MODALITIES + ("mask",):
+            path = row[column]
+            if not isinstance(path, str):
+                continue
+            try:
+                stat = os.stat(path)
+                digest.update(f"{path}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            except OSError:
+                digest.update(f"{path}|missing\n".encode())
+    return digest.hexdigest()
+
+
+def _build_command(out: object) -> str:
+    return f"python -m tcl preprocess --manifest MANIFEST --out {out}"
+
+
+@dataclass
+class Cache:
+    """A preprocessed cohort: ``volumes`` [N, 3, H, W, D] float16 (read-only memmap; channels
+    t1c, flairc, adc), ``index`` (one row per volume: row, patient_id, labels), ``meta``."""
+
+    root: Path
+    volumes: np.ndarray
+    index: pd.DataFrame
+    meta: dict
+
+    @property
+    def size(self) -> tuple[int, int, int]:
+        return tuple(self.meta["size"])  # type: ignore[return-value]
+
+    def rows_of(self, patient_ids: list[str]) -> np.ndarray:
+        """Row numbers in ``volumes`` of ``patient_ids`` (in that order); TclError names the
+        ids that the cache does not hold."""
+        lookup = dict(zip(self.index["patient_id"], self.index["row"], strict=True))
+        absent = [pid for pid in patient_ids if str(pid) not in lookup]
+        if absent:
+            shown = ", ".join(map(str, absent[:10]))
+            raise TclError(f"cache {self.root} has no patient(s) {shown} ({len(absent)} in all)")
+        return np.array([lookup[str(pid)] for pid in patient_ids], dtype=np.int64)
+
+
+def load_cache(root: str | os.PathLike) -> Cache:
+    """Open the cache in ``root`` (volumes memory-mapped read-only).
+
+    Raises :class:`TclError` naming the command that builds it when the cache is missing or
+    incomplete, or when its three files disagree.
+    """
+    root = Path(root)
+    absent = [name for name in CACHE_FILES if not (root / name).is_file()]
+    if absent:
+        raise TclError(
+            f"no complete preprocessing cache in {root} (missing {', '.join(absent)}); "
+            f"build it with: {_build_command(root)}"
+        )
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+        volumes = np.load(root / "volumes.npy", mmap_mode="r")
+        index = pd.read_csv(root / "index.csv", dtype={"patient_id": str, "sex": str})
+    except (OSError, ValueError) as error:
+        raise TclError(
+            f"cannot read the cache in {root} ({error}); rebuild it with: {_build_command(root)}"
+        ) from error
+    expected = (meta.get("n_patients"), 3, *meta.get("size", ()))
+    if volumes.shape != expected or len(index) != volumes.shape[0]:
+        raise TclError(
+            f"inconsistent cache in {root}: volumes {volumes.shape}, {len(index)} index rows, "
+            f"meta says {expected}; rebuild it with: {_build_command(root)}"
+        )
+    return Cache(root=root, volumes=volumes, index=index, meta=meta)
+
+
+def _check_options(size: tuple[int, ...], margin: int) -> tuple[int, int, int]:
+    if len(size) != 3 or any(int(s) < 1 for s in size):
+        raise TclError(f"--size needs three positive integers H W D (got {list(size)})")
+    if margin < 0:
+        raise TclError(f"--margin must be >= 0 (got {margin})")
+    return tuple(int(s) for s in size)  # type: ignore[return-value]
+
+
+def preprocess_cohort(
+    manifest: Path,
+    out: Path,
+    size: tuple[int, int, int] = DEFAULT_SIZE,
+    margin: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Preprocess every patient of ``manifest`` into the cache ``out`` (module docstring).
+
+    A no-op when ``out`` already holds a complete cache of the same inputs and options.
+    Bad input (missing/corrupt file, NaN voxel, empty ROI, shape mismatch, ...) raises a
+    :class:`TclError` naming the patient and file; a failed run leaves ``out`` as it was (no
+    partial cache, no temporary files). Returns ``out``.
+    """
+    manifest, out = Path(manifest), Path(out)
+    size = _check_options(size, margin)
+    table = read_manifest(manifest)
+    digest = input_hash(manifest, table, size, margin)
+    meta_path = out / "meta.json"
+    if all((out / name).is_file() for name in CACHE_FILES):
+        try:
+            old_hash = json.loads(meta_path.read_text()).get("input_hash")
+        except (OSError, ValueError):
+            old_hash = None
+        if old_hash == digest:
+            if progress:
+                print(f"cache up to date: {out}")
+            return out
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
+    jobs = [(patient, size, margin) for patient in patients]
+    n_workers = default_workers(len(jobs), workers)
+    shape = (len(patients), len(MODALITIES), *size)
+    try:
+        with atomic_path(out / "volumes.npy") as tmp:
+            volumes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+            results = map_patients(
+                _preprocess_patient, jobs, workers=n_workers, progress=progress, desc="preprocess"
+            )
+            try:
+                for row, (problems, volume) in enumerate(results):
+                    if problems or volume is None:
+                        listed = "\n".join(f"  - {p}" for p in problems)
+                        raise TclError(
+                            f"preprocessing stopped at patient {patients[row].patient_id}:\n"
+                            f"{listed}\nno cache was written to {out}; "
+                            f"`python -m tcl validate {manifest}` lists every problem"
+                        )
+                    volumes[row] = volume
+            finally:
+                results.close()  # stops the workers early on failure
+            volumes.flush()
+            del volumes  # release the mapping before the rename
+            # The old cache stays intact until this point; from here its meta.json must go
+            # first, so that a crash between the renames never pairs new volumes with old meta.
+            meta_path.unlink(missing_ok=True)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+    index = table[["patient_id", "who_grade", "invasion", "high_grade", "age", "sex", "scanner"]]
+    index = index.reset_index(drop=True)
+    index.insert(0, "row", np.arange(len(index)))
+    write_text_atomic(out / "index.csv", index.to_csv(index=False))
+    meta = {
+        "size": list(size),
+        "margin": margin,
+        "channels": list(MODALITIES),
+        "n_patients": len(patients),
+        "input_hash": digest,
+        "preprocess_version": PREPROCESS_VERSION,
+        "manifest": str(manifest.resolve()),
+        "clip": list(CLIP_RANGE),
+        "resize": "trilinear, align_corners=False (separable NumPy)",
+        "dtype": "float16",
+        "provenance": provenance(),
+    }
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m tcl preprocess --manifest M --out DIR [--size H W D] [--margin M]
+    [--workers W] [--quiet]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tcl preprocess",
+        description=(
+            "Crop the ROI in-plane (+margin), clip to [0, 1200], pad to a square, resize, "
+            "z-score over the foreground; write DIR/{volumes.npy, index.csv, meta.json}. "
+            "A no-op when the inputs and options are unchanged."
+        ),
+    )
+    parser.add_argument("--manifest", type=Path, required=True, help="cohort manifest.csv")
+    parser.add_argument("--out", type=Path, required=True, help="cache folder to write")
+    parser.add_argument(
+        "--size",
+        type=int,
+        nargs=3,
+        default=list(DEFAULT_SIZE),
+        metavar=("H", "W", "D"),
+        help="output size (default 128 128 24)",
+    )
+    parser.add_argument("--margin", type=int, default=0, help="in-plane ROI margin in voxels")
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
+    args = parser.parse_args(argv)
+    out = preprocess_cohort(
+        args.manifest,
+        args.out,
+        size=tuple(args.size),
+        margin=args.margin,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    if not args.quiet:
+        meta = json.loads((out / "meta.json").read_text())
+        print(f"cache {out}: {meta['n_patients']} patients, size {meta['size']}")
+    return 0
