@@ -1,0 +1,116 @@
+"""The nine trained configurations behind one registry: ``build(name, width, dropout, **options)``.
+
+| name | module | what it is |
+|---|---|---|
+| ``efmt``, ``mfmt``, ``mmoe``, ``maml`` | tcl.models.baselines | Table 2's compared methods |
+| ``baseline1`` … ``baseline4``, ``proposed`` | tcl.models.tcl_net | Table 3; the method |
+
+Every model takes x of [B, 3, H, W, D] (channels t1c, flairc, adc; D = slices, last) and returns
+a dict of tensors. Keys (C = 8·width channels, P = 2·width projection size; 512 and 128 at
+width 64):
+
+| key | shape | configurations |
+|---|---|---|
+| ``invasion``, ``grade`` | [B, 2] logits | all |
+| ``feat_invasion``, ``feat_grade`` | [B, C] pooled feature each task starts from | all |
+| ``proj_invasion`` (Ĝ_i), ``proj_grade`` (Ĝ_m) | [B, P] | baseline1–4, proposed |
+| ``common_invasion`` (G_c,i), ``common_grade`` (G_c,m) | [B, P] | baseline2–4, proposed |
+| ``feat_common`` (G_c) | [B, C] | baseline2–4, proposed |
+| ``aux_invasion``, ``aux_grade`` | [B, 2] logits | baseline4, proposed |
+| ``gate_invasion``, ``gate_grade`` | [B, 3] expert weights | mmoe |
+| ``intra_invasion_<m>``, ``intra_grade_<m>`` (m = t1c, flairc, adc) | [B, 2] logits | maml |
+
+Cost at paper width (64) for one 3×128×128×24 sample, measured by ``python -m
+tcl.models.cost`` (parameters: conv/linear weights and biases plus BN/IN affine, no buffers;
+forward FLOPs: torch.utils.flop_counter.FlopCounterMode, which counts 2 FLOPs per
+multiply-accumulate of convolutions and matrix products and nothing else), with
+baselines.md's figures beside them:
+
+| configuration | parameters | baselines.md | forward GFLOP |
+|---|---|---|---|
+| efmt | 63,792,324 | 63.79 M | 60.3 |
+| mfmt | 196,980,100 | 196.98 M | 181.4 |
+| mmoe | 257,230,730 | 257.23 M | 245.3 |
+| maml | 276,468,688 | 276.5 M (275.63 M without intra heads) | 226.7 |
+| baseline1 | 202,967,444 | – | 182.1 |
+| baseline2 | 209,391,876 | – | 183.8 |
+| baseline3 | 209,391,876 | – | 183.8 |
+| baseline4 | 209,843,272 | – | 183.8 |
+| proposed | 209,843,272 | 209,843,272 (released model) | 183.8 |
+
+(paper-facts.md: the released model's forward is ≈ 184 GFLOP.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from tcl.config import check_config
+from tcl.models.baselines import EFMT, MAML, MFMT, MMoE
+from tcl.models.tcl_net import SWITCHES, TaskAwareContrastiveNet
+from tcl.utils import TclError
+
+# baselines.md's variant flags: option → (default, allowed values). The defaults are the spec's.
+OPTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "mfmt_fusion": ("conv", ("conv", "gap_concat")),
+    "mmoe_experts": ("shared", ("shared", "per_modality")),
+    "maml_norm": ("batch", ("batch", "instance")),
+    "maml_intra": (True, (True, False)),
+}
+
+__all__ = ["OPTIONS", "SWITCHES", "build", "count_parameters"]
+
+
+def _resolve_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults filled in; unknown flags and values raise TclError naming the option."""
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise TclError(
+            f"unknown model option(s) {', '.join(unknown)}; valid options: {', '.join(OPTIONS)}"
+        )
+    resolved = {}
+    for key, (default, allowed) in OPTIONS.items():
+        value = options.get(key, default)
+        if isinstance(value, str) and isinstance(default, bool):  # e.g. from a CLI flag
+            value = {"true": True, "false": False}.get(value.lower(), value)
+        if value not in allowed or type(value) is not type(default):
+            raise TclError(
+                f"model option {key}={value!r} is invalid; valid values: "
+                f"{', '.join(map(str, allowed))}"
+            )
+        resolved[key] = value
+    return resolved
+
+
+def build(name: str, width: int = 64, dropout: float = 0.5, **options: Any) -> nn.Module:
+    """Instantiate configuration ``name`` (one of tcl.config.CONFIGS).
+
+    ``width`` is the ResNet stem width (64 = the paper; every other size scales with it, see
+    tcl.models.heads); ``dropout`` the dropout probability of every head. ``options`` are
+    baselines.md's variant flags (``mfmt_fusion``, ``mmoe_experts``, ``maml_norm``,
+    ``maml_intra``); each configuration reads the ones that concern it and ignores the rest, so
+    a caller may pass all of them to every configuration. Raises TclError for an unknown name,
+    option or value.
+    """
+    check_config(name)
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise TclError(f"model width must be a positive integer, got {width!r}")
+    if not 0.0 <= dropout < 1.0:
+        raise TclError(f"dropout must be in [0, 1), got {dropout!r}")
+    opts = _resolve_options(options)
+    if name in SWITCHES:
+        return TaskAwareContrastiveNet(SWITCHES[name], width, dropout)
+    if name == "efmt":
+        return EFMT(width, dropout)
+    if name == "mfmt":
+        return MFMT(width, dropout, fusion=opts["mfmt_fusion"])
+    if name == "mmoe":
+        return MMoE(width, dropout, experts=opts["mmoe_experts"])
+    return MAML(width, dropout, norm=opts["maml_norm"], intra=opts["maml_intra"])
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters (weights, biases, norm affine; buffers such as BN statistics not)."""
+    return sum(p.numel() for p in model.parameters())
