@@ -225,6 +225,20 @@ def delong_components(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarra
     return aucs, cov
 
 
+def mann_whitney_auc(y_true: object, score: object) -> float:
+    """AUC of ``score`` [n] for ``y_true`` [n] 0/1 by midranks, O(n log n), ties count 1/2.
+
+    Equal to sklearn's roc_auc_score, without its input-validation overhead: meant as the
+    ``metric_fn`` of ``bootstrap_ci``, which calls it thousands of times.
+    """
+    y = np.asarray(y_true) == 1
+    ranks = rankdata(np.asarray(score, dtype=np.float64))
+    m, n = int(y.sum()), int(y.size - y.sum())
+    if m == 0 or n == 0:
+        return math.nan
+    return float((ranks[y].sum() - m * (m + 1) / 2.0) / (m * n))
+
+
 def delong_test(
     y_true: object, scores_a: object, scores_b: object, alpha: float = 0.05
 ) -> DeLongResult:
@@ -292,7 +306,9 @@ def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:
     if np.any((p[present] < 0) | (p[present] > 1)):
         raise TclError("p_values must lie in [0, 1]")
     adjusted = np.full_like(p, np.nan)
-    if present.any():
+    if present.sum() == 1:  # a family of one needs no adjustment (and multipletests is slow)
+        adjusted[present] = p[present]
+    elif present.any():
         adjusted[present] = multipletests(p[present], method="holm")[1]
     return adjusted
 

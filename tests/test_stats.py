@@ -11,7 +11,14 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from tcl.stats import bootstrap_ci, delong_ci, delong_test, holm, paired_scores
+from tcl.stats import (
+    bootstrap_ci,
+    delong_ci,
+    delong_test,
+    holm,
+    mann_whitney_auc,
+    paired_scores,
+)
 from tcl.utils import TclError
 
 DATA = Path(__file__).parent / "data"
@@ -217,11 +224,12 @@ def test_bootstrap_is_stratified_seeded_and_covers_the_estimate():
     rng = np.random.default_rng(3)
     y = np.r_[np.ones(25, int), np.zeros(75, int)]
     s = y + rng.normal(0, 1, 100)
-    first = bootstrap_ci(roc_auc_score, y, s, n_boot=200, seed=7)
-    again = bootstrap_ci(roc_auc_score, y, s, n_boot=200, seed=7)
-    other = bootstrap_ci(roc_auc_score, y, s, n_boot=200, seed=8)
+    assert mann_whitney_auc(y, np.round(s, 1)) == pytest.approx(roc_auc_score(y, np.round(s, 1)))
+    first = bootstrap_ci(mann_whitney_auc, y, s, n_boot=500, seed=7)
+    again = bootstrap_ci(mann_whitney_auc, y, s, n_boot=500, seed=7)
+    other = bootstrap_ci(mann_whitney_auc, y, s, n_boot=500, seed=8)
     assert first == again and first != other
-    assert first.ci_low < first.estimate < first.ci_high and first.n_valid == 200
+    assert first.ci_low < first.estimate < first.ci_high and first.n_valid == 500
     # stratified: every resample keeps 25 positives (a plain bootstrap would vary)
     counts = bootstrap_ci(lambda yy, ss: yy.sum(), y, s, n_boot=50)
     assert counts.ci_low == counts.ci_high == 25
