@@ -13,9 +13,10 @@ Reads every run ``RUNS_DIR/<config>/draw<K>/predictions.csv`` (``config`` one of
   like); ``note`` says so on those rows. A configuration missing a draw has ``complete`` false
   and NaN ``mean``/``sd``: it is never averaged over fewer draws.
 - ``delong.csv``: ``task, draw, config, auc_proposed, auc_other, diff, ci_low, ci_high, z,
-  p_value, p_holm, family_size``: the paired DeLong test of ``proposed`` against each other
+  p_value, p_holm, family_size, note``: the paired DeLong test of ``proposed`` against each other
   configuration on the same test patients of that draw (``diff = auc_proposed - auc_other``,
-  CI of that difference).
+  CI of that difference). A comparison on a test set with fewer than two patients of a
+  class (possible only in tiny smoke cohorts) is listed with NaN values and a note.
 
   **Multiplicity family**: Holm's adjustment runs over all comparisons sharing a task and a
   draw, i.e. ``proposed`` vs every other configuration present for that draw (up to eight
@@ -144,7 +145,7 @@ def delong_table(
     """
     columns = [
         "task", "draw", "config", "auc_proposed", "auc_other", "diff", "ci_low", "ci_high",
-        "z", "p_value", "p_holm", "family_size",
+        "z", "p_value", "p_holm", "family_size", "note",
     ]  # fmt: skip
     rows = []
     draws = sorted({d for c, d in predictions if c == REFERENCE_CONFIG})
@@ -163,16 +164,27 @@ def delong_table(
                     name_a=f"{REFERENCE_CONFIG}/draw{draw}",
                     name_b=f"{config}/draw{draw}",
                 )
+                n_pos = int(np.sum(y == 1))
+                n_neg = int(np.sum(y == 0))
+                if min(n_pos, n_neg) < 2:
+                    # a tiny (smoke) test set: the DeLong variance needs two patients per class;
+                    # report the gap instead of stopping the whole evaluation
+                    note = f"not tested: {n_pos} positive / {n_neg} negative test patients"
+                    family.append([task, draw, config, *[math.nan] * 7, note])
+                    continue
                 try:
                     result = delong_test(y, score_ref, score_other, alpha=alpha)
                 except TclError as error:
                     raise TclError(f"{config}/draw{draw} vs proposed, {task}: {error}") from None
                 family.append([
                     task, draw, config, result.auc_a, result.auc_b, result.diff,
-                    result.ci_low, result.ci_high, result.z, result.p_value,
+                    result.ci_low, result.ci_high, result.z, result.p_value, "",
                 ])  # fmt: skip
-            adjusted = holm([row[-1] for row in family]) if family else []
-            rows += [[*row, p, len(family)] for row, p in zip(family, adjusted, strict=True)]
+            # Holm over the comparisons actually made in this (task, draw) family
+            p_values = np.array([row[9] for row in family], dtype=np.float64)
+            adjusted = holm(p_values) if family else []
+            size = int(np.sum(~np.isnan(p_values)))
+            rows += [[*row[:10], p, size, row[10]] for row, p in zip(family, adjusted, strict=True)]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -1,7 +1,7 @@
 """The paper's eight metrics per task, per draw, and their mean ± SD over draws.
 
 Definitions (label 1 = positive: invasive / high grade; thresholded metrics use the model's
-predicted class ``pred_<task>``, i.e. argmax = p >= 0.5; score metrics use ``p_<task>``):
+predicted class ``pred_<task>`` (argmax of the softmax, p > 0.5); score metrics use ``p_<task>``):
 
 ==================  ======================================================================
 sensitivity         TP / (TP + FN)

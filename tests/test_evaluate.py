@@ -126,7 +126,7 @@ def test_delong_table_pairs_by_patient_and_holm_adjusts_per_task_and_draw(evalua
     delong = pd.read_csv(paths["delong"])
     assert list(delong.columns) == [
         "task", "draw", "config", "auc_proposed", "auc_other", "diff", "ci_low", "ci_high",
-        "z", "p_value", "p_holm", "family_size",
+        "z", "p_value", "p_holm", "family_size", "note",
     ]  # fmt: skip
     # 2 tasks × (draws 0 and 2: efmt, mmoe; draw 1: efmt only)
     assert len(delong) == 2 * (2 + 1 + 2)
@@ -193,3 +193,17 @@ def test_draw_column_must_match_its_folder(runs, tmp_path):
     table.to_csv(path, index=False)
     with pytest.raises(TclError, match="draw2.*folder says draw 2"):
         evaluate_runs(runs, tmp_path / "eval")
+
+
+def test_a_test_set_with_one_positive_is_reported_not_tested(runs, tmp_path):
+    # smoke cohorts can leave a single invasive patient in a draw's test set
+    for config in ("proposed", "efmt"):
+        path = runs / config / "draw1" / "predictions.csv"
+        table = pd.read_csv(path)
+        table["invasion"] = (table["patient_id"] == "P1000").astype(int)
+        table.to_csv(path, index=False)
+    delong = pd.read_csv(evaluate_runs(runs, tmp_path / "eval")["delong"])
+    row = delong.query("task == 'invasion' and draw == 1").iloc[0]
+    assert np.isnan(row["z"]) and np.isnan(row["p_holm"]) and row["family_size"] == 0
+    assert "1 positive / 59 negative" in row["note"]
+    assert delong.query("task == 'high_grade' and draw == 1")["z"].notna().all()
