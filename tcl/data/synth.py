@@ -1,0 +1,1088 @@
+"""A synthetic meningioma cohort shaped like the paper's (the artifact's built-in default data).
+
+The paper's 800-patient cohort is private, so ``python -m tcl synth`` writes a stand-in: per
+patient a co-registered T1C, FLAIR-C and ADC volume plus a mask (1 = tumour, 2 = peritumoural
+oedema), and ``manifest.csv`` with the labels, demographics and the generator's ground truth
+(``latent_*`` columns). THE DATA IS SYNTHETIC; it reproduces the pipeline, not the clinical
+findings. The design follows ``shared/reference/imaging-signs.md`` (cited below as "signs §N").
+
+Geometry
+    The field of view is fixed at 256 × 256 × 144 mm (left-right × posterior-anterior ×
+    inferior-superior, RAS affine). At the default shape 256 × 256 × 24 the voxels are
+    1 × 1 mm in plane with 6 mm slice spacing: 5 mm thick slices with a 1 mm gap (signs §5).
+    Smaller shapes (used by the tests) render the same anatomy on coarser voxels. Near the tumour
+    every slice is integrated over its 5 mm thickness with three sub-samples, so thin clefts,
+    fingers and tails get through-plane partial volume; normal anatomy is evaluated at the
+    slice centre with soft (1 mm) tissue borders.
+
+Anatomy
+    An ellipsoidal head whose depth below the scalp sets the tissue: scalp (fat-bright), skull,
+    enhancing dura, subarachnoid CSF, cortex (gyral pattern from random plane waves), white
+    matter and two lateral ventricles. Tissue contrast as in signs §1 (relative to WM = 1).
+
+Tumour (extra-axial, dural based)
+    A sphere-like blob of the latent diameter, centred inside the dura on an inward normal of
+    the skull and clipped by the dura, so it has a broad dural base and indents CSF, cortex and
+    WM. Location: convexity / parasagittal / skull base with per-class priors (signs §4).
+
+Latent model (signs §4–5)
+    z = (A, G, I) ~ N(kappa * mu_class, I3): A aggressiveness (shared), G grade-specific,
+    I invasion-specific; HG-invasive G is the mixture 0.6 N(0.3 kappa, 1) + 0.4 N(1.3 kappa, 1).
+    For each sign k: u_k = w_k . z + eps_k, present when u_k > t_k (t_k fixes its prevalence in
+    WHO I tumours), magnitude driven by s_k = softplus(u_k - t_k). Continuous signs: tumour ADC
+    = 930 - 40A - 70G - 15I + N(0, 110); diameter = 36 + 10A + N(0, 10) mm, clipped to 15–90.
+
+Signs rendered (all strengths are fields of :class:`SynthParams`)
+    ============== ====================================================================
+    oedema         shell grown from the tumour surface into the brain, thickness
+                   ``oedema_base_mm * exp(oedema_growth * s)`` (cap ``oedema_cap_mm``),
+                   modulated by smooth noise; FLAIR-C 1.5–2.0, ADC 1400–1750, T1C 0.9
+    interface      blurred tumour-brain border (sigma = ``blur_base_mm + blur_gain_mm*s``)
+                   plus spiculation (high-order radial ripple ``spiculation_gain*s``)
+    cleft / rim    CSF cleft with a CE-FLAIR-bright rim covering a fraction Phi(-u_blur)
+                   of the interface (lost with invasion)
+    fingers        Poisson(``finger_rate_base + finger_rate_gain*s``) tapered tongues,
+                   2–5 mm wide, 4–15 mm long, into brain with tumour signal
+    mushrooming    cap on a neck (0.4–0.6 of its width) instead of a broad dural base
+    lobulation     radial zonal-harmonic perturbation, degree 3–6, relative amplitude
+                   ``lobulation_base + lobulation_gain*s``
+    heterogeneity  in-plane correlated noise (3–6 mm) on T1C / ADC (FLAIR-C half), CV
+                   ``heterogeneity_base + heterogeneity_gain*s`` (``heterogeneity_floor``
+                   when absent)
+    necrosis       non-enhancing core of 5–30 % of the volume: T1C 0.4, FLAIR-C 1.4,
+                   ADC 1500–2500
+    cyst           marginal CSF-like cyst, 5–30 % of the volume
+    pial feeders   Poisson(1 + 2s) 1.5 mm tubes along the interface: T1C-bright,
+                   FLAIR-C flow void
+    ADC mean       as above, with intratumoural SD 60–120 (``adc_*`` fields)
+    dural tail     enhancing dural thickening 1–3 mm tapering over 10–30 mm (weak)
+    calcification  1–3 small dark foci (nuisance, unrelated to the labels)
+    size           latent diameter
+    ============== ====================================================================
+
+Nuisance (independent of class)
+    Four scanners (Skyra, Trio, Avanto, Prisma; uniform): T1C / FLAIR-C gain, GM/WM contrast
+    ±5 %, SNR (T1C 30–60, FLAIR-C 20–30), ADC bias N(1, 0.03), ADC noise 60–100. Per patient:
+    intensity jitter, smooth multiplicative bias field 10–40 % peak-to-peak on T1C and FLAIR-C
+    (±5 % on ADC), Rician noise on T1C/FLAIR-C, ADC noise at 2 mm in-plane resolution and
+    misregistered by 0–2 mm. Raw WM sits near 350–500 a.u., so tumour and oedema stay under the
+    1200 clip of the preprocessing; ADC is in 1e-6 mm²/s (CSF ≈ 3000 clips, as in the paper).
+
+Determinism
+    Patient i draws from ``SeedSequence(seed, spawn_key=(1, i))``; the cohort table (classes,
+    demographics) from ``spawn_key=(0,)`` and the scanners from ``(2,)``. Output is therefore
+    byte-identical whatever the number of worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.ndimage import gaussian_filter
+from scipy.special import ndtr, ndtri
+
+from tcl.data.nifti import save_volume
+from tcl.utils import TclError, atomic_path
+
+# ----------------------------------------------------------------------------- cohort constants
+CLASSES = ("LG", "HG_inv", "HG_noninv")
+"""The paper's three groups: WHO I without invasion, high grade with, high grade without."""
+
+PAPER_COUNTS = {"LG": 652, "HG_inv": 62, "HG_noninv": 86}
+"""Table 1 of the paper (N = 800)."""
+
+# Table 1: age mean, age SD, male count, female count per class.
+DEMOGRAPHICS = {
+    "LG": (56.75, 10.7, 139, 513),
+    "HG_inv": (55.77, 11.97, 26, 36),
+    "HG_noninv": (55.52, 12.46, 39, 47),
+}
+SCANNERS = ("Skyra", "Trio", "Avanto", "Prisma")
+MODALITIES = ("t1c", "flairc", "adc")
+
+# Latent class means (A, G, I) before kappa scaling (signs §5). HG_inv's G is a mixture.
+CLASS_MEANS = {"LG": (0.0, 0.0, 0.0), "HG_noninv": (1.2, 1.3, 0.3), "HG_inv": (1.5, None, 1.9)}
+HG_INV_G_MIXTURE = ((0.6, 0.3), (0.4, 1.3))  # (weight, mean)
+
+# Binary signs: prevalence in WHO I and loadings (wA, wG, wI) (signs §4).
+SIGNS: dict[str, tuple[float, tuple[float, float, float]]] = {
+    "lobulation": (0.20, (0.8, 0.0, 0.4)),
+    "heterogeneity": (0.25, (0.7, 0.5, 0.3)),
+    "oedema": (0.40, (0.5, 0.0, 0.9)),
+    "blur": (0.05, (0.2, 0.0, 0.9)),
+    "fingers": (0.02, (0.0, 0.0, 1.2)),
+    "mushroom": (0.03, (0.5, 0.0, 0.6)),
+    "necrosis": (0.03, (0.5, 0.8, 0.0)),
+    "cyst": (0.05, (0.2, 0.3, 0.0)),
+    "feeders": (0.03, (0.3, 0.0, 0.6)),
+    "tail": (0.55, (0.0, -0.3, 0.0)),
+    "calcification": (0.20, (0.0, -0.3, 0.0)),
+}
+SKULL_BASE_PRIOR = {"LG": 0.40, "HG_inv": 0.25, "HG_noninv": 0.25}
+PARASAGITTAL_SHARE = 0.4  # of the non-skull-base tumours (overall ~25 %, signs §5)
+
+FOV_MM = (256.0, 256.0, 144.0)  # field of view (x, y, z); 144 = 24 slices × 6 mm
+SLICE_THICKNESS_MM = 5.0  # of the 6 mm spacing (1 mm gap)
+HEAD_DEPTH_SCALE_MM = 80.0  # depth below the scalp ≈ (1 - rho) * this
+
+
+@dataclass(frozen=True)
+class SynthParams:
+    """Every knob of the generator. Defaults are the calibrated cohort (see module docstring).
+
+    ====================== =====================================================================
+    field                  meaning
+    ====================== =====================================================================
+    kappa                  scales every latent class mean: label signal strength (signs §5)
+    oedema_base_mm         oedema shell thickness at s = 0 (mm)
+    oedema_growth          exponential growth of thickness with s
+    oedema_cap_mm          maximum oedema thickness (mm)
+    oedema_texture         relative amplitude of the noise modulating the oedema front
+    blur_base_mm           interface blur sigma at s = 0 when the blur sign is present (mm)
+    blur_gain_mm           added blur sigma per unit s (mm)
+    blur_floor_mm          interface blur when the sign is absent (mm)
+    spiculation_gain       relative radial ripple (degree 8–14) per unit s of the blur sign
+    finger_rate_base       Poisson mean of finger count when present, at s = 0
+    finger_rate_gain       added Poisson mean per unit s
+    lobulation_base        relative radial amplitude when present, at s = 0
+    lobulation_gain        added amplitude per unit s
+    lobulation_floor       relative amplitude when absent (round / oval tumours)
+    heterogeneity_base     CV of intratumoural texture when present, at s = 0
+    heterogeneity_gain     added CV per unit s
+    heterogeneity_floor    CV when absent (homogeneous enhancement)
+    necrosis_fraction      (min, max) share of tumour volume when present
+    cyst_fraction          (min, max) share of tumour volume when present
+    feeder_rate_gain       added Poisson mean of pial feeders per unit s (base 1)
+    adc_mean               tumour ADC intercept (1e-6 mm²/s)
+    adc_loadings           ADC decrease per unit (A, G, I)
+    adc_residual_sd        between-patient ADC SD not explained by the latents
+    adc_intratumour_sd     (min, max) within-tumour ADC SD
+    diameter_mean_mm       tumour diameter intercept
+    diameter_per_a_mm      diameter increase per unit A
+    diameter_sd_mm         residual diameter SD
+    wm_raw                 raw WM intensity on T1C / FLAIR-C before scanner gain (a.u.)
+    scanner_gain           (min, max) per-scanner gain on T1C / FLAIR-C
+    scanner_gm_contrast    ± per-scanner GM/WM contrast change
+    snr_t1c, snr_flairc    (min, max) per-scanner WM SNR
+    adc_noise_sd           (min, max) per-scanner ADC voxel noise
+    adc_scanner_sd         SD of the per-scanner ADC bias factor
+    intensity_jitter       ± per-patient, per-tissue contrast jitter (relative)
+    bias_peak_to_peak      (min, max) per-patient bias field on T1C / FLAIR-C
+    adc_bias_amplitude     ± smooth spatial ADC bias
+    adc_misregistration_mm maximum in-plane shift of ADC against T1C
+    ====================== =====================================================================
+    """
+
+    kappa: float = 1.15
+    oedema_base_mm: float = 3.0
+    oedema_growth: float = 0.7
+    oedema_cap_mm: float = 40.0
+    oedema_texture: float = 0.35
+    blur_base_mm: float = 0.5
+    blur_gain_mm: float = 1.0
+    blur_floor_mm: float = 0.4
+    spiculation_gain: float = 0.03
+    finger_rate_base: float = 1.0
+    finger_rate_gain: float = 2.0
+    lobulation_base: float = 0.03
+    lobulation_gain: float = 0.05
+    lobulation_floor: float = 0.015
+    heterogeneity_base: float = 0.04
+    heterogeneity_gain: float = 0.06
+    heterogeneity_floor: float = 0.025
+    necrosis_fraction: tuple[float, float] = (0.05, 0.30)
+    cyst_fraction: tuple[float, float] = (0.05, 0.30)
+    feeder_rate_gain: float = 2.0
+    adc_mean: float = 930.0
+    adc_loadings: tuple[float, float, float] = (40.0, 70.0, 15.0)
+    adc_residual_sd: float = 110.0
+    adc_intratumour_sd: tuple[float, float] = (60.0, 120.0)
+    diameter_mean_mm: float = 36.0
+    diameter_per_a_mm: float = 10.0
+    diameter_sd_mm: float = 10.0
+    wm_raw: float = 400.0
+    scanner_gain: tuple[float, float] = (0.85, 1.25)
+    scanner_gm_contrast: float = 0.05
+    snr_t1c: tuple[float, float] = (30.0, 60.0)
+    snr_flairc: tuple[float, float] = (20.0, 30.0)
+    adc_noise_sd: tuple[float, float] = (60.0, 100.0)
+    adc_scanner_sd: float = 0.03
+    intensity_jitter: float = 0.10
+    bias_peak_to_peak: tuple[float, float] = (0.10, 0.40)
+    adc_bias_amplitude: float = 0.05
+    adc_misregistration_mm: float = 2.0
+
+
+# ----------------------------------------------------------------------------- cohort table
+def class_counts(n_patients: int) -> dict[str, int]:
+    """Patients per class for a cohort of ``n_patients``: the paper's 652/62/86 at N = 800,
+    proportional otherwise (largest-remainder rounding), every class at least 1."""
+    if n_patients < len(CLASSES):
+        raise TclError(f"--n-patients must be at least {len(CLASSES)} (got {n_patients})")
+    total = sum(PAPER_COUNTS.values())
+    quotas = {c: n_patients * PAPER_COUNTS[c] / total for c in CLASSES}
+    counts = {c: int(math.floor(q)) for c, q in quotas.items()}
+    by_remainder = sorted(CLASSES, key=lambda c: (-(quotas[c] - counts[c]), CLASSES.index(c)))
+    for c in by_remainder[: n_patients - sum(counts.values())]:
+        counts[c] += 1
+    for c in CLASSES:  # every class at least once, taken from the largest
+        if counts[c] == 0:
+            counts[max(counts, key=counts.get)] -= 1
+            counts[c] = 1
+    return counts
+
+
+def _exact_split(n: int, share: float) -> int:
+    return int(math.floor(n * share + 0.5))
+
+
+def cohort_table(n_patients: int, seed: int = 0) -> pd.DataFrame:
+    """Labels and demographics of every patient, without rendering anything.
+
+    Returns columns patient_id, group (LG / HG_inv / HG_noninv), who_grade, invasion, age, sex,
+    scanner. Classes are shuffled over the ids; sex counts per class follow Table 1 exactly
+    (rounded), age ~ N(mean, SD) per class, WHO III is 10 % of high grade, scanners uniform.
+    """
+    counts = class_counts(n_patients)
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
+    groups = np.concatenate([np.full(counts[c], c, dtype=object) for c in CLASSES])
+    groups = groups[rng.permutation(n_patients)]
+    sex = np.empty(n_patients, dtype=object)
+    age = np.empty(n_patients, dtype=int)
+    for c in CLASSES:
+        members = np.flatnonzero(groups == c)
+        age_mean, age_sd, male, female = DEMOGRAPHICS[c]
+        n_male = _exact_split(len(members), male / (male + female))
+        labels = np.array(["M"] * n_male + ["F"] * (len(members) - n_male), dtype=object)
+        sex[members] = labels[rng.permutation(len(members))]
+        age[members] = np.clip(np.rint(rng.normal(age_mean, age_sd, len(members))), 18, 95)
+    high_grade = np.flatnonzero(groups != "LG")
+    who_grade = np.where(groups == "LG", 1, 2)
+    n_grade3 = _exact_split(len(high_grade), 0.10)
+    who_grade[rng.choice(high_grade, size=n_grade3, replace=False)] = 3
+    scanner = np.asarray(SCANNERS, dtype=object)[rng.integers(0, len(SCANNERS), n_patients)]
+    width = max(4, len(str(n_patients)))
+    return pd.DataFrame(
+        {
+            "patient_id": [f"SYN{i + 1:0{width}d}" for i in range(n_patients)],
+            "group": groups,
+            "who_grade": who_grade,
+            "invasion": (groups == "HG_inv").astype(int),
+            "age": age,
+            "sex": sex,
+            "scanner": scanner,
+        }
+    )
+
+
+def scanner_properties(seed: int, params: SynthParams) -> dict[str, dict[str, float]]:
+    """Fixed character of each of the four scanners (gain, contrast, SNR, ADC bias/noise)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2,)))
+    props = {}
+    for name in SCANNERS:
+        props[name] = {
+            "gain_t1c": float(rng.uniform(*params.scanner_gain)),
+            "gain_flairc": float(rng.uniform(*params.scanner_gain)),
+            "gm_contrast": float(1.0 + rng.uniform(-1, 1) * params.scanner_gm_contrast),
+            "snr_t1c": float(rng.uniform(*params.snr_t1c)),
+            "snr_flairc": float(rng.uniform(*params.snr_flairc)),
+            "adc_bias": float(rng.normal(1.0, params.adc_scanner_sd)),
+            "adc_noise": float(rng.uniform(*params.adc_noise_sd)),
+        }
+    return props
+
+
+# ----------------------------------------------------------------------------- latent model
+def _softplus(x: float) -> float:
+    return float(np.logaddexp(0.0, x))
+
+
+def sample_latents(rng: np.random.Generator, group: str, params: SynthParams) -> dict:
+    """Latent factors and every sign of one patient (signs §5). Consumes ``rng`` first, so the
+    rendering that follows draws from the same stream in a fixed order.
+
+    Returns a dict: A, G, I, for each sign ``<k>_present`` (bool) and ``<k>_s`` (softplus
+    magnitude, 0 when absent), ``u_blur``, ``adc_mean``, ``diameter_mm``, ``skull_base``.
+    """
+    kappa = params.kappa
+    z = rng.standard_normal(3)
+    mean_a, mean_g, mean_i = CLASS_MEANS[group]
+    if mean_g is None:  # HG-inv: most invasive tumours are otherwise benign (signs §4)
+        mean_g = (
+            HG_INV_G_MIXTURE[0][1]
+            if rng.random() < HG_INV_G_MIXTURE[0][0]
+            else (HG_INV_G_MIXTURE[1][1])
+        )
+    z = z + kappa * np.array([mean_a, mean_g, mean_i])
+    out: dict = {"A": float(z[0]), "G": float(z[1]), "I": float(z[2])}
+    for name, (p_lg, weights) in SIGNS.items():
+        w = np.asarray(weights)
+        u = float(w @ z + rng.standard_normal())
+        threshold = float(ndtri(1.0 - p_lg) * math.sqrt(1.0 + w @ w))
+        present = u > threshold
+        out[f"{name}_present"] = bool(present)
+        out[f"{name}_s"] = _softplus(u - threshold) if present else 0.0
+        if name == "blur":
+            out["u_blur"] = u - threshold
+    la, lg, li = params.adc_loadings
+    out["adc_mean"] = float(
+        params.adc_mean - la * z[0] - lg * z[1] - li * z[2] + params.adc_residual_sd * rng.normal()
+    )
+    out["diameter_mm"] = float(
+        np.clip(
+            params.diameter_mean_mm
+            + params.diameter_per_a_mm * z[0]
+            + params.diameter_sd_mm * rng.normal(),
+            15.0,
+            90.0,
+        )
+    )
+    out["skull_base"] = bool(rng.random() < SKULL_BASE_PRIOR[group])
+    return out
+
+
+# ----------------------------------------------------------------------------- rendering helpers
+def _grid(shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple]:
+    """1D coordinate axes (mm, centred) broadcastable to [X, Y, Z] and the voxel spacing."""
+    spacing = tuple(FOV_MM[k] / shape[k] for k in range(3))
+    axes = [
+        ((np.arange(shape[k]) - (shape[k] - 1) / 2) * spacing[k]).astype(np.float32)
+        for k in range(3)
+    ]
+    return axes[0][:, None, None], axes[1][None, :, None], axes[2][None, None, :], spacing
+
+
+def affine_for(shape: tuple[int, int, int]) -> np.ndarray:
+    """RAS affine of the synthetic grid: voxel (0,0,0) at the field of view's corner."""
+    spacing = [FOV_MM[k] / shape[k] for k in range(3)]
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = [-(shape[k] - 1) / 2 * spacing[k] for k in range(3)]
+    return affine
+
+
+def _random_unit(rng: np.random.Generator, n: int) -> np.ndarray:
+    v = rng.standard_normal((n, 3))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def _zonal_field(
+    rng: np.random.Generator, degrees: tuple[int, int], n_terms: int
+) -> list[tuple[np.ndarray, int, float, float]]:
+    """Random angular function on the sphere: a sum of zonal harmonics cos(l*theta_j + phi)
+    around random axes (a cheap stand-in for spherical harmonics of degree l)."""
+    axes = _random_unit(rng, n_terms)
+    terms = []
+    for j in range(n_terms):
+        terms.append(
+            (
+                axes[j],
+                int(rng.integers(degrees[0], degrees[1] + 1)),
+                float(rng.uniform(0, 2 * np.pi)),
+                float(rng.normal()),
+            )
+        )
+    return terms
+
+
+def _eval_zonal(terms, ux, uy, uz) -> np.ndarray:
+    """Evaluate a zonal field on unit directions; scaled to unit RMS over the sphere."""
+    total = np.zeros(np.broadcast_shapes(ux.shape, uy.shape, uz.shape), dtype=np.float32)
+    norm = 0.0
+    for axis, degree, phase, amp in terms:
+        cos_t = np.clip(ux * axis[0] + uy * axis[1] + uz * axis[2], -1.0, 1.0)
+        total += amp * np.cos(degree * np.arccos(cos_t) + phase)
+        norm += amp * amp * 0.5
+    return total / np.float32(math.sqrt(max(norm, 1e-6)))
+
+
+def _angular_table(terms, n_theta: int = 121, n_phi: int = 240) -> np.ndarray:
+    """A zonal field tabulated on a 1.5° polar grid [theta, phi] (looked up per voxel)."""
+    theta = np.linspace(0, np.pi, n_theta, dtype=np.float32)[:, None]
+    phi = (np.arange(n_phi, dtype=np.float32) * (2 * np.pi / n_phi))[None, :]
+    ux, uy, uz = np.sin(theta) * np.cos(phi), np.sin(theta) * np.sin(phi), np.cos(theta)
+    return _eval_zonal(terms, ux, uy, uz + 0 * ux)
+
+
+def _lookup(table: np.ndarray, ux, uy, uz) -> np.ndarray:
+    """Nearest-neighbour value of an angular table at unit directions (ux, uy, uz)."""
+    n_theta, n_phi = table.shape
+    i = np.rint(np.arccos(np.clip(uz, -1.0, 1.0)) * ((n_theta - 1) / np.pi)).astype(np.intp)
+    j = np.rint(np.arctan2(uy, ux) * (n_phi / (2 * np.pi))).astype(np.intp) % n_phi
+    return table[i, j]
+
+
+def _tumour_distance(px, py, pz, centre, radius: float, radial_table: np.ndarray):
+    """Radial signed distance (mm, > 0 outside) to the lobulated tumour surface.
+
+    Returns (signed, (ux, uy, uz), dist): the unit directions from the centre are reused for
+    the interface (rim coverage) table.
+    """
+    rx, ry, rz = px - np.float32(centre[0]), py - np.float32(centre[1]), pz - np.float32(centre[2])
+    dist = np.sqrt(rx * rx + ry * ry + rz * rz) + np.float32(1e-3)
+    ux, uy, uz = rx / dist, ry / dist, rz / dist
+    signed = dist - np.float32(radius) * _lookup(radial_table, ux, uy, uz)
+    return signed, (ux, uy, uz), dist
+
+
+def _box(centre, reach: float, shape, spacing) -> tuple[list[int], list[int]]:
+    """Voxel index range [lo, hi) of the cube of half-side ``reach`` mm around ``centre``."""
+    lo = [
+        max(0, int(math.floor((centre[k] - reach + FOV_MM[k] / 2) / spacing[k]))) for k in range(3)
+    ]
+    hi = [
+        min(
+            shape[k],
+            max(lo[k] + 1, int(math.ceil((centre[k] + reach + FOV_MM[k] / 2) / spacing[k])) + 1),
+        )
+        for k in range(3)
+    ]
+    return lo, hi
+
+
+def _capsule_fraction(px, py, pz, start, end, r0, r1) -> np.ndarray:
+    """Soft inside-fraction of a tapered capsule from ``start`` (radius r0) to ``end`` (r1)."""
+    seg = np.asarray(end, dtype=np.float32) - np.asarray(start, dtype=np.float32)
+    length2 = float(seg @ seg) + 1e-6
+    dx, dy, dz = px - start[0], py - start[1], pz - start[2]
+    t = np.clip((dx * seg[0] + dy * seg[1] + dz * seg[2]) / length2, 0.0, 1.0)
+    ex, ey, ez = dx - t * seg[0], dy - t * seg[1], dz - t * seg[2]
+    dist = np.sqrt(ex * ex + ey * ey + ez * ez)
+    radius = r0 + (r1 - r0) * t
+    return np.clip(radius - dist + 0.5, 0.0, 1.0)
+
+
+def _smooth_noise_2d(rng: np.random.Generator, shape, sigma_vox: tuple[float, float]) -> np.ndarray:
+    """In-plane correlated Gaussian noise (independent slices), unit SD, float32 [X, Y, Z]."""
+    noise = rng.standard_normal(shape, dtype=np.float32)
+    noise = gaussian_filter(
+        noise, sigma=(sigma_vox[0], sigma_vox[1], 0.0), mode="nearest", truncate=3.0
+    )
+    sd = float(noise.std())
+    return noise / np.float32(sd if sd > 0 else 1.0)
+
+
+def _wave_noise(
+    rng: np.random.Generator, x, y, z, wavelength: tuple[float, float], n_waves: int = 4
+) -> np.ndarray:
+    """Smooth random field (sum of plane waves, mostly in-plane), unit RMS, float32."""
+    total = None
+    for _ in range(n_waves):
+        k = _random_unit(rng, 1)[0] * np.array([1.0, 1.0, 0.3])
+        k = (k / np.linalg.norm(k) * (2 * np.pi / rng.uniform(*wavelength))).astype(np.float32)
+        wave = np.cos(x * k[0] + y * k[1] + z * k[2] + np.float32(rng.uniform(0, 2 * np.pi)))
+        total = wave if total is None else total + wave
+    return total * np.float32(math.sqrt(2.0 / n_waves))
+
+
+_NOISE_BANK: np.ndarray | None = None
+_NOISE_BANK_SIZE = 1 << 23
+
+
+def _bank_noise(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` standard-normal float32 values, cut at a random offset (and sign) from a fixed
+    per-process bank of 2**23 Gaussian samples.
+
+    Drawing millions of fresh normals per patient dominated the generation time; a bank built
+    from a constant seed is identical in every worker, so the output stays deterministic.
+    """
+    global _NOISE_BANK
+    if _NOISE_BANK is None:
+        bank_rng = np.random.default_rng(np.random.SeedSequence(20220918))
+        _NOISE_BANK = bank_rng.standard_normal(_NOISE_BANK_SIZE, dtype=np.float32)
+    if n > _NOISE_BANK_SIZE:
+        return rng.standard_normal(n, dtype=np.float32)
+    start = int(rng.integers(0, _NOISE_BANK_SIZE - n + 1))
+    piece = _NOISE_BANK[start : start + n]
+    return -piece if rng.random() < 0.5 else piece.copy()
+
+
+def _smooth_1d(rng: np.random.Generator, coords: np.ndarray, scale: float) -> np.ndarray:
+    """A smooth random function of one coordinate (two random cosines), roughly in [-1, 1]."""
+    out = np.zeros_like(coords)
+    for _ in range(2):
+        freq = rng.uniform(0.3, 1.0) * np.pi / scale
+        out = out + np.cos(freq * coords + rng.uniform(0, 2 * np.pi)).astype(np.float32) / 2
+    return out
+
+
+# Tissue profile along depth below the scalp (mm): intensity (relative to WM) per modality.
+# Breakpoints are ramp centres; each ramp is 1 mm wide (soft partial volume).
+_DEPTH_LAYERS = (  # (depth where the layer starts, name)
+    (0.0, "scalp"),
+    (5.0, "skull"),
+    (10.0, "dura"),
+    (11.0, "csf"),
+    (13.5, "gm"),
+    (16.5, "wm"),
+)
+
+
+def _tissue_values(scanner: dict, rng: np.random.Generator, params: SynthParams) -> dict:
+    """Per-tissue intensity (T1C / FLAIR-C relative to WM; ADC absolute) with patient jitter."""
+    j = params.intensity_jitter
+
+    def jit() -> float:
+        return 1.0 + rng.uniform(-j, j)
+
+    gm = scanner["gm_contrast"]
+    return {
+        "t1c": {
+            "air": 0.03,
+            "scalp": 1.4 * jit(),
+            "skull": 0.08,
+            "dura": 1.6 * jit(),
+            "csf": 0.30 * jit(),
+            "gm": 0.85 * gm * (1 + (jit() - 1) / 2),
+            "wm": 1.0,
+        },
+        "flairc": {
+            "air": 0.03,
+            "scalp": 1.15 * jit(),
+            "skull": 0.08,
+            "dura": 1.5 * jit(),
+            "csf": 0.15 * jit(),
+            "gm": 1.2 / gm * (1 + (jit() - 1) / 2),
+            "wm": 1.0,
+        },
+        "adc": {
+            "air": 0.0,
+            "scalp": 200.0,
+            "skull": 50.0,
+            "dura": 900.0,
+            "csf": 3100.0,
+            "gm": 890.0 * (1 + (jit() - 1) / 3),
+            "wm": 700.0 * (1 + (jit() - 1) / 3),
+        },
+    }
+
+
+_DEPTH_STEP_MM = 0.1
+_DEPTH_BINS = np.arange(-1.0, 20.0 + _DEPTH_STEP_MM, _DEPTH_STEP_MM)
+
+
+def _depth_index(depth: np.ndarray) -> np.ndarray:
+    """Quantise depth (mm) to 0.1 mm bins of :data:`_DEPTH_BINS` (one gather per modality)."""
+    scaled = (depth + np.float32(1.0)) * np.float32(1.0 / _DEPTH_STEP_MM) + np.float32(0.5)
+    return np.clip(scaled, 0, len(_DEPTH_BINS) - 1).astype(np.int16)
+
+
+def _profile(values: dict, index: np.ndarray) -> np.ndarray:
+    """Intensity as a piecewise-linear function of depth (1 mm ramps between layers), looked up
+    through the quantised depth ``index`` of :func:`_depth_index`."""
+    starts = [s for s, _ in _DEPTH_LAYERS]
+    names = [n for _, n in _DEPTH_LAYERS]
+    xp, fp = [-0.5], [values["air"]]
+    for k, name in enumerate(names):
+        xp.append(starts[k] + 0.5)
+        fp.append(values[name])
+        if k + 1 < len(names):
+            xp.append(starts[k + 1] - 0.5)
+            fp.append(values[name])
+    table = np.interp(_DEPTH_BINS, xp, fp).astype(np.float32)
+    return table[index]
+
+
+# ----------------------------------------------------------------------------- one patient
+def render_patient(
+    index: int,
+    group: str,
+    scanner: dict,
+    shape: tuple[int, int, int],
+    seed: int,
+    params: SynthParams,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Render one patient.
+
+    Returns (volumes, latent): volumes maps t1c / flairc / adc to float32 [X, Y, Z] and mask to
+    uint8 [X, Y, Z]; latent holds the ground truth that goes into the manifest's ``latent_*``
+    columns.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
+    lat = sample_latents(rng, group, params)
+    x, y, z, spacing = _grid(shape)
+    values = _tissue_values(scanner, rng, params)
+
+    # --- head: ellipsoid, depth below the scalp, gyral pattern in the brain
+    ha, hb, hc = rng.uniform(68, 76), rng.uniform(86, 96), rng.uniform(78, 86)
+    hz = rng.uniform(4, 14)  # head centre above the slab centre: lower slices show skull base
+    rho = np.sqrt(((x / ha) ** 2 + (y / hb) ** 2) + ((z - hz) / hc) ** 2)
+    depth = np.float32(HEAD_DEPTH_SCALE_MM) - rho * np.float32(HEAD_DEPTH_SCALE_MM)
+    gyri = None
+    for _ in range(4):
+        k = (_random_unit(rng, 1)[0] * (2 * np.pi / rng.uniform(12, 22))).astype(np.float32)
+        wave = np.cos((x * k[0] + y * k[1]) + (z * k[2] + np.float32(rng.uniform(0, 2 * np.pi))))
+        gyri = wave if gyri is None else gyri + wave
+    # Gyri wiggle the CSF/GM/WM borders (sulcal CSF, gyral crowns), not the skull.
+    depth_brain = np.where(depth > 11.0, depth + np.float32(0.9) * gyri, depth)
+    depth_index = _depth_index(depth_brain)
+    images = {m: _profile(values[m], depth_index) for m in MODALITIES}
+    # lateral ventricles: two small ellipsoids of CSF (rendered in their own box)
+    vx, vy, vz = rng.uniform(8, 12), rng.uniform(22, 30), rng.uniform(10, 14)
+    vlo, vhi = _box((0.0, -5.0, hz), max(2 * vx + 3, vy, vz) + 2, shape, spacing)
+    px, py, pz = x[vlo[0] : vhi[0]], y[:, vlo[1] : vhi[1]], z[:, :, vlo[2] : vhi[2]]
+    ventricle = None
+    for side in (-1, 1):
+        r = np.sqrt(
+            ((px - side * (vx + 2)) / vx) ** 2 + ((py + 5) / vy) ** 2 + ((pz - hz) / vz) ** 2
+        )
+        v = np.clip((1.0 - r) * 8.0 + 0.5, 0.0, 1.0)
+        ventricle = v if ventricle is None else np.maximum(ventricle, v)
+    vbox = tuple(slice(vlo[k], vhi[k]) for k in range(3))
+    for m in MODALITIES:
+        images[m][vbox] = (
+            images[m][vbox] * (1 - ventricle) + np.float32(values[m]["csf"]) * ventricle
+        )
+
+    # --- tumour geometry
+    diameter = lat["diameter_mm"]
+    radius = diameter / 2.0
+    if lat["skull_base"]:
+        elevation = rng.uniform(-35, -12)
+        azimuth = rng.uniform(20, 160) if rng.random() < 0.7 else rng.uniform(0, 360)
+        location = "skull_base"
+    elif rng.random() < PARASAGITTAL_SHARE:
+        elevation = rng.uniform(45, 68)
+        azimuth = rng.uniform(65, 115) + (180 if rng.random() < 0.5 else 0)
+        location = "parasagittal"
+    else:
+        elevation = rng.uniform(-8, 40)
+        azimuth = rng.uniform(0, 360)
+        location = "convexity"
+    el, az = np.deg2rad(elevation), np.deg2rad(azimuth)
+    direction = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
+    axes_len = np.array([ha, hb, hc])
+    surface = direction / np.sqrt(((direction / axes_len) ** 2).sum())
+    normal_in = -(surface / axes_len**2)
+    normal_in /= np.linalg.norm(normal_in)
+    dura_point = surface * (1.0 - 11.0 / HEAD_DEPTH_SCALE_MM) + np.array([0, 0, hz])
+    mushroom = lat["mushroom_present"]
+    protrusion = rng.uniform(0.85, 1.0) if mushroom else rng.uniform(0.25, 0.6)
+    centre = dura_point + normal_in * radius * protrusion
+    # keep the tumour centre inside the slab (through-plane), so it is imaged
+    centre[2] = np.clip(centre[2], -FOV_MM[2] / 2 + radius * 0.6, FOV_MM[2] / 2 - radius * 0.6)
+
+    lob_amp = (
+        params.lobulation_base + params.lobulation_gain * lat["lobulation_s"]
+        if lat["lobulation_present"]
+        else params.lobulation_floor
+    )
+    lob_terms = _zonal_field(rng, (3, 6), 4)
+    blur_sigma = (
+        params.blur_base_mm + params.blur_gain_mm * lat["blur_s"]
+        if lat["blur_present"]
+        else params.blur_floor_mm
+    )
+    spic_amp = params.spiculation_gain * lat["blur_s"]
+    spic_terms = _zonal_field(rng, (8, 14), 3)
+    rim_coverage = float(ndtr(-lat["u_blur"] - 1.0))  # intact interface without invasion
+    cover_terms = _zonal_field(rng, (1, 3), 3)
+    cover_level = float(ndtri(np.clip(rim_coverage, 1e-4, 1 - 1e-4)))
+    oedema_mm = (
+        min(
+            params.oedema_base_mm * math.exp(params.oedema_growth * lat["oedema_s"]),
+            params.oedema_cap_mm,
+        )
+        if lat["oedema_present"]
+        else 0.0
+    )
+
+    fingers = []
+    if lat["fingers_present"]:
+        n_fingers = int(
+            rng.poisson(params.finger_rate_base + params.finger_rate_gain * lat["fingers_s"])
+        )
+        for _ in range(n_fingers):
+            v = normal_in + 0.8 * _random_unit(rng, 1)[0]
+            v /= np.linalg.norm(v)
+            start = centre + v * radius * 0.85
+            length, width = rng.uniform(4, 15), rng.uniform(2, 5)
+            fingers.append((start, start + v * (length + radius * 0.15), width / 2, 0.4))
+    feeders = []
+    if lat["feeders_present"]:
+        for _ in range(int(rng.poisson(1 + params.feeder_rate_gain * lat["feeders_s"]))):
+            v = normal_in + 0.9 * _random_unit(rng, 1)[0]
+            v /= np.linalg.norm(v)
+            start = centre + v * (radius + 1.5)
+            tangent = np.cross(v, _random_unit(rng, 1)[0])
+            tangent /= np.linalg.norm(tangent)
+            feeders.append((start, start + tangent * rng.uniform(10, 20), 0.75, 0.75))
+    necrosis_frac = (
+        rng.uniform(*params.necrosis_fraction) * min(1.0, 0.5 + lat["necrosis_s"] / 3)
+        if lat["necrosis_present"]
+        else 0.0
+    )
+    necrosis_centre = centre + _random_unit(rng, 1)[0] * radius * 0.15
+    cyst_frac = (
+        rng.uniform(*params.cyst_fraction) * min(1.0, 0.5 + lat["cyst_s"] / 3)
+        if lat["cyst_present"]
+        else 0.0
+    )
+    cyst_centre = centre + _random_unit(rng, 1)[0] * radius * 0.55
+    calcs = []
+    if lat["calcification_present"]:
+        for _ in range(int(rng.integers(1, 4))):
+            calcs.append(
+                (
+                    centre + _random_unit(rng, 1)[0] * radius * rng.uniform(0, 0.6),
+                    rng.uniform(1.5, 3.5),
+                )
+            )
+    tail_thick = rng.uniform(1, 3) if lat["tail_present"] else 0.0
+    tail_len = rng.uniform(10, 30)
+    het_cv = (
+        params.heterogeneity_base + params.heterogeneity_gain * lat["heterogeneity_s"]
+        if lat["heterogeneity_present"]
+        else params.heterogeneity_floor
+    )
+    adc_sd = rng.uniform(*params.adc_intratumour_sd)
+    tumour_t1c = rng.uniform(1.4, 1.8)
+    tumour_flair = rng.uniform(1.05, 1.35)
+    oedema_flair = rng.uniform(1.5, 2.0)
+    oedema_adc = rng.uniform(1400, 1750)
+    necrosis_adc = rng.uniform(1500, 2500)
+
+    # float32 scalars keep every array expression below in float32 (numpy 2 promotion rules)
+    centre, dura_point, normal_in, necrosis_centre, cyst_centre = (
+        np.asarray(v, dtype=np.float32)
+        for v in (centre, dura_point, normal_in, necrosis_centre, cyst_centre)
+    )
+    calcs = [(np.asarray(c, dtype=np.float32), float(r)) for c, r in calcs]
+    # --- two boxes: the oedema box B (slice centres only) holds the tumour box S, which is
+    # integrated over the slice thickness with three sub-samples (thin structures).
+    lob_table = 1.0 + lob_amp * _angular_table(lob_terms) + spic_amp * _angular_table(spic_terms)
+    cover_table = (_angular_table(cover_terms) < cover_level).astype(np.float32)
+    extras = [np.linalg.norm(e - centre) + r0 for s_, e, r0, _ in fingers + feeders]
+    reach_s = max([radius * (1 + 3 * lob_amp) + 3.0, radius + tail_len + 2.0, *extras])
+    reach_b = max(
+        reach_s, radius * (1 + 3 * lob_amp) + oedema_mm * (1 + 2.5 * params.oedema_texture) + 2.0
+    )
+    (blo, bhi), (slo, shi) = (_box(centre, r, shape, spacing) for r in (reach_b, reach_s))
+    b_shape = tuple(bhi[k] - blo[k] for k in range(3))
+    bx, by, bz = x[blo[0] : bhi[0]], y[:, blo[1] : bhi[1]], z[:, :, blo[2] : bhi[2]]
+    texture = _smooth_noise_2d(
+        rng, b_shape, (rng.uniform(1.5, 3.0) / spacing[0], rng.uniform(1.5, 3.0) / spacing[1])
+    )
+    adc_texture = _smooth_noise_2d(rng, b_shape, (1.0 / spacing[0], 1.0 / spacing[1]))
+    front = np.clip(_wave_noise(rng, bx, by, bz, wavelength=(30.0, 60.0)), -1.5, 1.5)
+    in_s = tuple(slice(slo[k] - blo[k], shi[k] - blo[k]) for k in range(3))  # S inside B
+
+    # oedema (and the signed distance it needs) at slice centres over B
+    signed_b, _, _ = _tumour_distance(bx, by, bz, centre, radius, lob_table)
+    depth_b = (
+        1.0 - np.sqrt((bx / ha) ** 2 + (by / hb) ** 2 + ((bz - hz) / hc) ** 2)
+    ) * HEAD_DEPTH_SCALE_MM
+    oedema_b = np.zeros(b_shape, dtype=np.float32)
+    if oedema_mm > 0:
+        limit = oedema_mm * (1 + params.oedema_texture * front)
+        oedema_b = (
+            np.clip((limit - signed_b) / 2.0 + 0.5, 0.0, 1.0)
+            * np.clip(depth_b - 13.5, 0.0, 1.0)
+            * np.clip(signed_b - 1.0, 0.0, 1.0)
+        )
+
+    sx_, sy_, sz_ = x[slo[0] : shi[0]], y[:, slo[1] : shi[1]], z[:, :, slo[2] : shi[2]]
+    s_shape = tuple(shi[k] - slo[k] for k in range(3))
+    front_s = front[in_s]
+    neck_ratio = rng_neck(index, seed) if mushroom else 0.0
+    thickness = min(SLICE_THICKNESS_MM, spacing[2])
+    offsets = (np.array([-1.0, 0.0, 1.0]) * thickness / 3).astype(np.float32)
+    names = ("tumour", "necrosis", "cyst", "calc", "cleft", "feeder", "tail")
+    acc = {k: np.zeros(s_shape, dtype=np.float32) for k in names}
+    for dz in offsets:
+        px, py, pz = sx_, sy_, sz_ + dz
+        signed, ux_uy_uz, _ = _tumour_distance(px, py, pz, centre, radius, lob_table)
+        sub_depth = (
+            1.0 - np.sqrt((px / ha) ** 2 + (py / hb) ** 2 + ((pz - hz) / hc) ** 2)
+        ) * HEAD_DEPTH_SCALE_MM
+        inside_dura = np.clip(sub_depth - 10.0, 0.0, 1.0)
+        brain = np.clip(sub_depth - 13.5, 0.0, 1.0)
+        tumour = 1.0 / (1.0 + np.exp(np.clip(signed * (1.7 / blur_sigma), -30, 30)))
+        if mushroom:
+            neck = _capsule_fraction(
+                px, py, pz, dura_point - normal_in * 2, centre, radius * neck_ratio, radius * 0.5
+            )
+            tumour = np.maximum(tumour, neck)
+        for start, end, r0, r1 in fingers:
+            tumour = np.maximum(tumour, _capsule_fraction(px, py, pz, start, end, r0, r1))
+        tumour = tumour * inside_dura
+        zero = np.zeros_like(tumour)
+        necrosis = cyst = calc = feeder = tail = zero
+        if necrosis_frac > 0:
+            rn = radius * necrosis_frac ** (1 / 3)
+            dn = np.sqrt(
+                (px - necrosis_centre[0]) ** 2
+                + (py - necrosis_centre[1]) ** 2
+                + (pz - necrosis_centre[2]) ** 2
+            ) * (1 + 0.15 * front_s)
+            necrosis = np.clip(rn - dn + 0.5, 0.0, 1.0) * tumour
+        if cyst_frac > 0:
+            rc = radius * cyst_frac ** (1 / 3)
+            dc = np.sqrt(
+                (px - cyst_centre[0]) ** 2 + (py - cyst_centre[1]) ** 2 + (pz - cyst_centre[2]) ** 2
+            )
+            cyst = np.clip(rc - dc + 0.5, 0.0, 1.0) * tumour * (1 - necrosis)
+        for cc, cr in calcs:
+            dcal = np.sqrt((px - cc[0]) ** 2 + (py - cc[1]) ** 2 + (pz - cc[2]) ** 2)
+            calc = np.maximum(calc, np.clip(cr - dcal + 0.5, 0.0, 1.0))
+        calc = calc * tumour * (1 - necrosis) * (1 - cyst)
+        outside = 1.0 - tumour
+        covered = _lookup(cover_table, *ux_uy_uz)
+        cleft = (
+            ((signed > -0.5) & (signed < 1.8))
+            * covered
+            * outside
+            * np.clip(sub_depth - 11.5, 0.0, 1.0)
+        )
+        for start, end, r0, r1 in feeders:
+            feeder = np.maximum(feeder, _capsule_fraction(px, py, pz, start, end, r0, r1))
+        feeder = feeder * outside * (1 - cleft) * brain
+        if tail_thick > 0:
+            dd = np.sqrt(
+                (px - dura_point[0]) ** 2 + (py - dura_point[1]) ** 2 + (pz - dura_point[2]) ** 2
+            )
+            local = tail_thick * np.clip(1 - (dd - radius) / tail_len, 0.0, 1.0)
+            tail = ((sub_depth > 10.0) & (sub_depth < 11.0 + local)) * outside
+        for name, arr in zip(
+            names, (tumour, necrosis, cyst, calc, cleft, feeder, tail), strict=True
+        ):
+            acc[name] += arr
+    n_sub = np.float32(len(offsets))
+    f = {k: np.zeros(b_shape, dtype=np.float32) for k in names}
+    for k in names:
+        f[k][in_s] = acc[k] / n_sub
+    f["oedema"] = oedema_b * (1 - f["tumour"]) * (1 - f["cleft"])
+    lo, hi = blo, bhi
+
+    # --- compose tumour-region intensities (T1C / FLAIR-C relative to WM, ADC absolute)
+    solid = f["tumour"] - f["necrosis"] - f["cyst"] - f["calc"]
+    tum_t1c = tumour_t1c * (1 + het_cv * texture)
+    tum_flair = tumour_flair * (1 + 0.5 * het_cv * texture)
+    tum_adc = lat["adc_mean"] * (1 - het_cv * texture) + adc_sd * adc_texture
+    tissue = {
+        "t1c": (tum_t1c, 0.4, 0.3, 0.3, 0.3, 0.9, 1.6, 1.6),
+        "flairc": (tum_flair, 1.4, 0.15, 0.3, 1.7, oedema_flair, 0.3, 1.4),
+        "adc": (tum_adc, necrosis_adc, 3000.0, 500.0, 3000.0, oedema_adc, lat["adc_mean"], 900.0),
+    }
+    parts = ("solid", "necrosis", "cyst", "calc", "cleft", "oedema", "feeder", "tail")
+    fr = {"solid": solid, **{p: f[p] for p in parts[1:]}}
+    covered_total = np.clip(sum(fr[p] for p in parts), 0.0, 1.0)
+    for m in MODALITIES:
+        region = images[m][lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
+        mixed = region * (1 - covered_total)
+        for p, value in zip(parts, tissue[m], strict=True):
+            mixed = mixed + fr[p] * value
+        images[m][lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = mixed
+
+    mask = np.zeros(shape, dtype=np.uint8)
+    box_mask = np.where(f["tumour"] >= 0.5, 1, np.where(f["oedema"] >= 0.5, 2, 0))
+    mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = box_mask.astype(np.uint8)
+
+    # --- scanner and patient nuisance
+    out = {}
+    n_vox = int(np.prod(shape))
+    for m in ("t1c", "flairc"):
+        p2p = rng.uniform(*params.bias_peak_to_peak)
+        gain = params.wm_raw * scanner[f"gain_{m}"]
+        # smooth multiplicative bias (field_ roughly in [-0.5, 0.5] → peak-to-peak ≈ p2p)
+        field_xy = (_smooth_1d(rng, x, 120) + _smooth_1d(rng, y, 120)) / 3
+        field_z = _smooth_1d(rng, z, 90) / 3
+        bias = np.float32(gain) * (1 + np.float32(p2p) * (field_xy + field_z))
+        signal = images[m]
+        signal *= bias
+        sigma = np.float32(gain / scanner[f"snr_{m}"])
+        # Rician magnitude: |signal + n1 + i n2| with n1, n2 ~ N(0, sigma²)
+        real = _bank_noise(rng, n_vox).reshape(shape) * sigma
+        real += signal
+        np.square(real, out=real)
+        imag = _bank_noise(rng, n_vox).reshape(shape) * sigma
+        np.square(imag, out=imag)
+        real += imag
+        out[m] = np.sqrt(real, out=real)
+    adc_field = 1 + np.float32(params.adc_bias_amplitude) * (
+        _smooth_1d(rng, x, 120) + _smooth_1d(rng, y, 120)
+    )
+    adc = images["adc"]
+    adc *= adc_field * np.float32(scanner["adc_bias"])
+    # ADC noise at half the in-plane resolution (EPI, ~2 mm), upsampled by repetition
+    low_shape = (-(-shape[0] // 2), -(-shape[1] // 2), shape[2])
+    low_noise = _bank_noise(rng, int(np.prod(low_shape))).reshape(low_shape)
+    noise = np.repeat(np.repeat(low_noise, 2, axis=0), 2, axis=1)[: shape[0], : shape[1]]
+    adc += np.float32(scanner["adc_noise"]) * noise
+    shift = [
+        int(round(rng.uniform(-1, 1) * params.adc_misregistration_mm / spacing[k]))
+        for k in range(2)
+    ]
+    adc = np.roll(adc, shift, axis=(0, 1))
+    out["adc"] = np.maximum(adc, 0.0, out=adc)
+    out["mask"] = mask
+
+    tumour_ml = float(f["tumour"].sum() * np.prod(spacing) / 1000.0)
+    oedema_ml = float(f["oedema"].sum() * np.prod(spacing) / 1000.0)
+    latent = {
+        "latent_aggressiveness": lat["A"],
+        "latent_grade": lat["G"],
+        "latent_invasion": lat["I"],
+        "latent_oedema": oedema_mm,
+        "latent_blur": blur_sigma,
+        "latent_rim_coverage": rim_coverage,
+        "latent_fingers": len(fingers),
+        "latent_mushroom": lat["mushroom_s"],
+        "latent_lobulation": lob_amp,
+        "latent_heterogeneity": het_cv,
+        "latent_necrosis": necrosis_frac,
+        "latent_cyst": cyst_frac,
+        "latent_feeders": len(feeders),
+        "latent_adc_mean": lat["adc_mean"],
+        "latent_tail": tail_thick,
+        "latent_calcification": len(calcs),
+        "latent_diameter": diameter,
+        "latent_tumour_ml": tumour_ml,
+        "latent_oedema_ml": oedema_ml,
+        "latent_location": location,
+    }
+    return out, latent
+
+
+def rng_neck(index: int, seed: int) -> float:
+    """Neck radius (relative to the cap radius) of a mushrooming tumour: 0.4–0.6 of its width.
+
+    Drawn from its own stream so that the neck does not shift the patient's main stream.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3, index)))
+    return float(rng.uniform(0.4, 0.6))
+
+
+# ----------------------------------------------------------------------------- cohort writer
+def _write_patient(
+    job: tuple[int, str, str, str],
+    out: Path,
+    shape: tuple[int, int, int],
+    seed: int,
+    params: SynthParams,
+    scanners: dict,
+) -> dict:
+    """Render patient ``job`` = (index, patient_id, group, scanner) and write its four files."""
+    index, patient_id, group, scanner = job
+    volumes, latent = render_patient(index, group, scanners[scanner], shape, seed, params)
+    affine = affine_for(shape)
+    folder = out / patient_id
+    folder.mkdir(parents=True, exist_ok=True)
+    for m in MODALITIES:
+        data = np.clip(np.rint(volumes[m]), 0, np.iinfo(np.int16).max).astype(np.int16)
+        save_volume(folder / f"{m}.nii.gz", data, affine, dtype=np.int16)
+    save_volume(folder / "mask.nii.gz", volumes["mask"], affine, dtype=np.uint8)
+    return latent
+
+
+def synthesize_cohort(
+    out: Path,
+    n_patients: int = 800,
+    seed: int = 0,
+    shape: tuple[int, int, int] = (256, 256, 24),
+    workers: int | None = None,
+    progress: bool = True,
+    params: SynthParams | None = None,
+) -> Path:
+    """Write a synthetic cohort to ``out`` and return the path of ``out/manifest.csv``.
+
+    Patients are rendered in parallel (``workers`` processes; default: all CPUs; 1 = in this
+    process). The manifest is written last and atomically, so an interrupted run never leaves a
+    complete-looking cohort.
+    """
+    params = params or SynthParams()
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 4:
+        raise TclError(f"--shape must be three sizes >= 4 (got {shape})")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = cohort_table(n_patients, seed)
+    scanners = scanner_properties(seed, params)
+    jobs = list(zip(range(n_patients), table.patient_id, table.group, table.scanner, strict=True))
+    work = partial(
+        _write_patient, out=out, shape=shape, seed=seed, params=params, scanners=scanners
+    )
+    workers = os.cpu_count() or 1 if workers is None else max(1, int(workers))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=n_patients, desc="synth", unit="patient", disable=not progress)
+    latents: list[dict] = []
+    if workers == 1:
+        for job in jobs:
+            latents.append(work(job))
+            bar.update()
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for latent in pool.map(work, jobs, chunksize=4):
+                latents.append(latent)
+                bar.update()
+    bar.close()
+
+    manifest = table.drop(columns="group").copy()
+    for m in (*MODALITIES, "mask"):
+        manifest[m] = [f"{pid}/{m}.nii.gz" for pid in manifest.patient_id]
+    manifest = pd.concat([manifest, pd.DataFrame(latents)], axis=1)
+    manifest.insert(len(manifest.columns), "latent_group", table.group.values)
+    path = out / "manifest.csv"
+    with atomic_path(path) as tmp:
+        manifest.to_csv(tmp, index=False, float_format="%.6g")
+    return path
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m tcl synth --out DIR --n-patients N --seed S [--shape H W D] [--workers W]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tcl synth", description="Write a synthetic meningioma cohort."
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--n-patients", type=int, default=800)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--shape", type=int, nargs=3, default=(256, 256, 24), metavar=("H", "W", "D")
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
+    parser.add_argument(
+        "--kappa",
+        type=float,
+        default=None,
+        help="latent signal strength (default: SynthParams.kappa)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(list(argv))
+    params = SynthParams() if args.kappa is None else SynthParams(kappa=args.kappa)
+    path = synthesize_cohort(
+        args.out,
+        args.n_patients,
+        args.seed,
+        tuple(args.shape),
+        args.workers,
+        not args.quiet,
+        params,
+    )
+    print(f"wrote {args.n_patients} patients and {path}")
+    return 0
+
+
+__all__ = [
+    "CLASSES",
+    "PAPER_COUNTS",
+    "SCANNERS",
+    "SIGNS",
+    "SynthParams",
+    "affine_for",
+    "class_counts",
+    "cohort_table",
+    "render_patient",
+    "sample_latents",
+    "scanner_properties",
+    "synthesize_cohort",
+    "cli",
+]
