@@ -346,9 +346,12 @@ def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
     roi = None
     if "mask" in volumes:
         mask = volumes["mask"].data
-        finite = mask[np.isfinite(mask)]
-        labels = np.unique(finite)
-        outside = [v for v in labels.tolist() if v not in MASK_LABELS]
+        # select the odd voxels first: np.unique over the whole mask (a sort) costs more
+        # than loading it
+        odd = np.ones(mask.shape, dtype=bool)
+        for label in MASK_LABELS:
+            odd &= mask != label
+        outside = np.unique(mask[odd & np.isfinite(mask)]).tolist()
         if outside:
             shown = ", ".join(f"{v:g}" for v in outside[:10])
             problems.append(

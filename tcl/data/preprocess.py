@@ -237,7 +237,9 @@ def load_cache(root: str | os.PathLike) -> Cache:
     try:
         meta = json.loads((root / "meta.json").read_text())
         volumes = np.load(root / "volumes.npy", mmap_mode="r")
-        index = pd.read_csv(root / "index.csv", dtype={"patient_id": str, "sex": str})
+        index = pd.read_csv(
+            root / "index.csv", dtype={"patient_id": str, "sex": str, "scanner": str}
+        )
     except (OSError, ValueError) as error:
         raise TclError(
             f"cannot read the cache in {root} ({error}); rebuild it with: {_build_command(root)}"
