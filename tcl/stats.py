@@ -150,6 +150,14 @@ def check_scores(scores: object, n: int, what: str = "scores") -> np.ndarray:
     return s
 
 
+def check_labels_any(values: object, n: int, what: str) -> np.ndarray:
+    """Return ``values`` as an int 0/1 array [n] (one class allowed, e.g. predictions)."""
+    v = check_scores(values, n, what)
+    if not np.all(np.isin(v, (0.0, 1.0))):
+        raise TclError(f"{what} must hold only 0/1 values")
+    return v.astype(np.int64)
+
+
 def paired_scores(
     table_a: pd.DataFrame,
     table_b: pd.DataFrame,
@@ -356,11 +364,3 @@ def bootstrap_ci(
         return BootstrapCI(estimate, math.nan, math.nan, n_boot, 0, alpha)
     low, high = np.quantile(valid, [alpha / 2.0, 1.0 - alpha / 2.0])
     return BootstrapCI(estimate, float(low), float(high), n_boot, int(valid.size), alpha)
-
-
-def check_labels_any(values: object, n: int, what: str) -> np.ndarray:
-    """Return ``values`` as an int 0/1 array [n] (one class allowed, e.g. predictions)."""
-    v = check_scores(values, n, what)
-    if not np.all(np.isin(v, (0.0, 1.0))):
-        raise TclError(f"{what} must hold only 0/1 values")
-    return v.astype(np.int64)
