@@ -21,24 +21,34 @@ width 64):
 | ``intra_invasion_<m>``, ``intra_grade_<m>`` (m = t1c, flairc, adc) | [B, 2] logits | maml |
 
 Cost at paper width (64) for one 3×128×128×24 sample, measured by ``python -m
-tcl.models.cost`` (parameters: conv/linear weights and biases plus BN/IN affine, no buffers;
-forward FLOPs: torch.utils.flop_counter.FlopCounterMode, which counts 2 FLOPs per
-multiply-accumulate of convolutions and matrix products and nothing else), with
-baselines.md's figures beside them:
+tcl.models.cost`` (CPU, batch 1, eval mode; the meta device gives the same counts). Parameters:
+conv/linear weights and biases plus BN/IN affine, no buffers. Forward FLOPs:
+torch.utils.flop_counter.FlopCounterMode, which counts 2 FLOPs per multiply-accumulate of
+convolutions and matrix products and nothing else. baselines.md's figures beside them:
 
-| configuration | parameters | baselines.md | forward GFLOP |
+| configuration | parameters | baselines.md / reference | forward GFLOP |
 |---|---|---|---|
-| efmt | 63,792,324 | 63.79 M | 60.3 |
-| mfmt | 196,980,100 | 196.98 M | 181.4 |
-| mmoe | 257,230,730 | 257.23 M | 245.3 |
-| maml | 276,468,688 | 276.5 M (275.63 M without intra heads) | 226.7 |
-| baseline1 | 202,967,444 | – | 182.1 |
-| baseline2 | 209,391,876 | – | 183.8 |
-| baseline3 | 209,391,876 | – | 183.8 |
-| baseline4 | 209,843,272 | – | 183.8 |
-| proposed | 209,843,272 | 209,843,272 (released model) | 183.8 |
+| efmt | 63,792,772 | 63.79 M | 68.3 |
+| mfmt | 196,980,100 | 196.98 M | 180.7 |
+| mmoe | 257,230,730 | 257.23 M | 283.6 |
+| maml | 276,467,152 | 276.5 M | 200.8 |
+| baseline1 | 203,132,548 | – | 182.3 |
+| baseline2 | 209,564,036 | – | 183.9 |
+| baseline3 | 209,564,036 | – | 183.9 |
+| baseline4 | 209,843,272 | – | 183.9 |
+| proposed | 209,843,272 | 209,843,272 (released model) | 183.9 (reference ≈ 184) |
 
-(paper-facts.md: the released model's forward is ≈ 184 GFLOP.)
+Variants: ``mfmt_fusion=gap_concat`` 191,212,420; ``mmoe_experts=per_modality`` 257,099,018;
+``maml_intra=False`` 275,629,444 (baselines.md 275.63 M); ``maml_norm=instance`` unchanged.
+
+How ``proposed`` reaches the released model's 209,843,272 exactly, with no extra module:
+3 ResNet34-3D trunks (c_in 1, no fc) 3 × 63,469,632 = 190,408,896; three disentangling convs
+3 × (1536·512·8 + 512) = 18,875,904; four projections 4 × (512·128 + 128) = 262,656; two main
+classifiers 2 × (256·32 + 32 + 32·2 + 2) = 16,580; two auxiliary classifiers 2 × 139,618 =
+279,236. (paper-facts.md's other figure, 33,161,026, is a ResNet18-3D with one input channel and a
+512→2 fc — 33,160,000 + 1,026 — a check value for the backbone code, not a part of the
+released model: its reference script builds a full ResNet34 only to take ``children[:8]`` of it
+and deep-copies that trunk, so no ResNet18 or fc is registered.)
 """
 
 from __future__ import annotations
