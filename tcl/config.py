@@ -31,16 +31,18 @@ class Profile:
     lr: float = 1e-3
     weight_decay: float = 1e-3
     dropout: float = 0.5
-    warmup_epochs: int = 5  # linear warm-up to lr, then StepLR
-    step_size: int = 5
+    warmup_epochs: int = 5  # linear warm-up: epoch e < warmup_epochs trains at lr·(e+1)/warmup
+    step_size: int = 5  # then StepLR: ×gamma every step_size epochs (see tcl.train.lr_at_epoch)
     gamma: float = 0.8
+    zero_lr_epochs: int = 0  # leading epochs at LR 0; 2 reproduces the released schedule as run
     contrastive_from_epoch: int = 30  # 0-based epoch at which L_con switches on
     alpha: float = 1.0  # weight of the contrastive terms
     beta: float = 0.7  # weight of the auxiliary terms
     tau: float = 0.07  # contrastive temperature
     augment_p: float = 0.5  # probability of each augmentation
-    crop_min: int = 100  # smallest in-plane crop side at size[0] = 128 (scaled with size)
+    crop_min: int = 100  # smallest in-plane crop side in voxels of size[0] (100 of 128 = paper)
     seed: int = 666
+    checkpoint_every: int = 5  # epochs between resumable checkpoints
     n_patients: int = 800  # size of the synthetic cohort this profile builds
 
     def to_dict(self) -> dict[str, object]:
@@ -63,18 +65,21 @@ QUICK = replace(
     contrastive_from_epoch=6,
     crop_min=50,
 )
+# smoke: seconds per configuration, for tests and the pipeline's smoke run; it checks plumbing,
+# not learning. 16×16×8 is about the smallest input every network's strides accept.
 SMOKE = replace(
     PAPER,
     name="smoke",
-    size=(32, 32, 12),
+    size=(16, 16, 8),
     width=4,
     batch_size=8,
     epochs=2,
-    warmup_epochs=0,
+    warmup_epochs=1,
     step_size=1,
     gamma=0.9,
     contrastive_from_epoch=1,
-    crop_min=25,
+    crop_min=12,
+    checkpoint_every=1,
     n_patients=40,
 )
 

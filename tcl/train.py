@@ -1,0 +1,701 @@
+"""The one training loop: ``python -m tcl train`` and its Python twin :func:`train_run`.
+
+One run = one configuration (tcl.config.CONFIGS) trained on one draw's training patients under
+one profile (tcl.config.PROFILES), then evaluated on that draw's test patients with the model
+of the last epoch (paper-facts.md, "Training"). The run directory receives
+
+- ``history.csv``  one row per epoch: every loss term (mean over the epoch's steps), lr,
+  seconds, samples/s;
+- ``run.json``     resolved profile, configuration, draw, seed, provenance, device, wall time,
+  parameter count, FLOPs per sample, cache hash;
+- ``model.pt``     the final weights (only with ``--save-weights``);
+- ``predictions.csv`` written last, so its presence means the run completed: one row per test
+  patient with softmax probabilities and argmax classes.
+
+Speed: the whole training set is one float16 tensor on the training device; every batch is
+indexed from it and augmented there (tcl.augment, batched torch, no per-sample Python). On CUDA
+the step runs under bf16 autocast with channels_last_3d and cudnn.benchmark; ``--compile``
+adds torch.compile. On CPU all cores are used and deterministic algorithms are requested.
+
+Resuming: every ``profile.checkpoint_every`` epochs an atomic ``checkpoint.pt`` stores model,
+optimiser, scheduler, history and every RNG state (python, numpy, torch, CUDA, the shuffling
+and augmentation generators). Rerunning the same command continues from it and, on CPU, yields
+the same predictions as an uninterrupted run. The checkpoint is removed once the run is done.
+
+Learning-rate schedule (see :func:`lr_at_epoch`): the released code's warm-up scheduler, as
+run, trains epochs 0–1 at LR 0 (paper-facts.md). We drop those two epochs: epoch e < W
+(W = warmup_epochs) trains at lr·(e+1)/W, the peak lr then holds for ``step_size`` epochs
+counting the last warm-up epoch, and the LR is multiplied by ``gamma`` every ``step_size``
+epochs after that. This is exactly the released per-epoch sequence with its two leading zeros
+removed (and continued by its own rule for the two epochs that frees up: 1.44e-5 at epochs
+98–99 instead of ending at 1.8e-5). Two epochs of no learning are almost certainly unintended,
+and spending them on training costs nothing; ``Profile.zero_lr_epochs = 2`` reproduces the
+released schedule exactly for anyone who wants it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tcl.augment import augment
+from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
+from tcl.utils import TclError, atomic_path, provenance, seed_everything, write_text_atomic
+
+PREDICTION_COLUMNS = (
+    "patient_id",
+    "draw",
+    "p_invasion",
+    "p_high_grade",
+    "invasion",
+    "high_grade",
+    "pred_invasion",
+    "pred_high_grade",
+)
+CHECKPOINT = "checkpoint.pt"
+OUTPUTS = ("predictions.csv", "history.csv", "run.json", "model.pt")
+
+
+# ---------------------------------------------------------------------------- schedule
+
+
+def lr_at_epoch(profile: Profile, epoch: int) -> float:
+    """The learning rate of 0-based ``epoch`` under ``profile`` (see the module docstring).
+
+    paper profile: 2e-4, 4e-4, 6e-4, 8e-4, 1e-3 at epochs 0–4, 1e-3 through epoch 8, then
+    ×0.8 at epochs 9, 14, 19, … (the released sequence without its two zero-LR epochs).
+    """
+    e = epoch - profile.zero_lr_epochs
+    if e < 0:
+        return 0.0
+    warmup = profile.warmup_epochs
+    if e < warmup - 1:
+        return profile.lr * (e + 1) / warmup
+    peak_start = max(warmup - 1, 0)  # the last warm-up epoch already runs at the peak lr
+    return profile.lr * profile.gamma ** ((e - peak_start) // profile.step_size)
+
+
+# ---------------------------------------------------------------------------- device
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA if available else CPU; ``cuda`` without a GPU is a user error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
+        raise TclError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TclError(
+            "--device cuda was requested but torch sees no CUDA device; use --device cpu"
+        )
+    return torch.device(device)
+
+
+def configure_backend(device: torch.device) -> None:
+    """Fast settings on CUDA; all cores and deterministic kernels on CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    else:
+        torch.set_num_threads(os.cpu_count() or 1)
+        # Same seed, same machine → same predictions; warn_only keeps ops without a
+        # deterministic CPU kernel usable (none of ours needs it, to our knowledge).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def autocast(device: torch.device) -> Any:
+    """bf16 autocast on CUDA; a no-op context on CPU (fp32 there: CPU bf16 conv3d is slow)."""
+    return torch.autocast(
+        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
+    )
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class DrawData:
+    """One draw's data. Volumes are [N, 3, H, W, D]; labels are LongTensor [N] of 0/1."""
+
+    train_volumes: torch.Tensor  # float16, on the training device
+    train_invasion: torch.Tensor
+    train_high_grade: torch.Tensor
+    train_ids: list[str]
+    test_ids: list[str]
+    test_rows: np.ndarray  # rows of the cache's volumes array
+    test_invasion: np.ndarray
+    test_high_grade: np.ndarray
+    volumes: np.ndarray  # the cache's memory-mapped [N_all, 3, H, W, D] float16 array
+    meta: dict[str, Any]
+
+
+def preprocess_hint(meta: dict[str, Any], cache_dir: Path, size: tuple[int, int, int]) -> str:
+    """The command that builds a cache of ``size`` beside ``cache_dir``."""
+    manifest = meta.get("manifest") or "MANIFEST"
+    out = cache_dir.parent / "x".join(map(str, size))
+    sizes = " ".join(map(str, size))
+    return f"python -m tcl preprocess --manifest {manifest} --out {out} --size {sizes}"
+
+
+def load_draw(
+    cache_dir: Path, splits_path: Path, draw: int, profile: Profile, device: torch.device
+) -> DrawData:
+    """Read the cache and the draw; put the training volumes on ``device`` as one tensor."""
+    from tcl.data.preprocess import load_cache
+    from tcl.data.splits import read_splits
+
+    cache = load_cache(cache_dir)
+    size = tuple(int(s) for s in cache.meta["size"])
+    if size != tuple(profile.size):
+        raise TclError(
+            f"cache {cache_dir} holds {'x'.join(map(str, size))} volumes but profile "
+            f"{profile.name!r} trains at {'x'.join(map(str, profile.size))}; build its cache with: "
+            f"{preprocess_hint(cache.meta, cache_dir, profile.size)} (and pass that --cache)"
+        )
+    draws = read_splits(splits_path)
+    if not 0 <= draw < len(draws):
+        raise TclError(
+            f"--draw {draw} is out of range: {splits_path} holds {len(draws)} draw(s), "
+            f"numbered 0..{len(draws) - 1}"
+        )
+    index = cache.index.copy()
+    index["patient_id"] = index["patient_id"].astype(str)
+    row_of = dict(zip(index["patient_id"], index["row"], strict=True))
+    chosen = draws[draw]
+    missing = [pid for pid in chosen["train"] + chosen["test"] if pid not in row_of]
+    if missing:
+        raise TclError(
+            f"{splits_path} draw {draw} names {len(missing)} patient(s) absent from cache "
+            f"{cache_dir} (e.g. {', '.join(missing[:3])}); the splits and the cache come from "
+            f"different cohorts. Rebuild the splits with: python -m tcl splits --manifest "
+            f"{cache.meta.get('manifest') or 'MANIFEST'} --out {splits_path}"
+        )
+    labels = index.set_index("patient_id")
+    train_ids, test_ids = list(chosen["train"]), list(chosen["test"])
+    train_rows = np.array([row_of[p] for p in train_ids], dtype=np.int64)
+    test_rows = np.array([row_of[p] for p in test_ids], dtype=np.int64)
+    # Read in sorted row order (sequential on disk), then restore the draw's order.
+    order = np.argsort(train_rows)
+    train_np = np.empty((len(train_rows), *cache.volumes.shape[1:]), dtype=np.float16)
+    train_np[order] = np.asarray(cache.volumes[train_rows[order]], dtype=np.float16)
+
+    def as_long(ids: list[str], column: str) -> np.ndarray:
+        return labels.loc[ids, column].to_numpy().astype(np.int64)
+
+    return DrawData(
+        train_volumes=torch.from_numpy(train_np).to(device),
+        train_invasion=torch.from_numpy(as_long(train_ids, "invasion")).to(device),
+        train_high_grade=torch.from_numpy(as_long(train_ids, "high_grade")).to(device),
+        train_ids=train_ids,
+        test_ids=test_ids,
+        test_rows=test_rows,
+        test_invasion=as_long(test_ids, "invasion"),
+        test_high_grade=as_long(test_ids, "high_grade"),
+        volumes=cache.volumes,
+        meta=dict(cache.meta),
+    )
+
+
+def meta_hash(meta: dict[str, Any]) -> str:
+    """A short hash of a cache's meta.json content (changes whenever the cache is rebuilt
+    from other inputs or settings)."""
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------- model
+
+
+def build_model(config: str, profile: Profile, device: torch.device) -> nn.Module:
+    """The configuration's network at the profile's width and dropout, on ``device``."""
+    from tcl.models import build
+
+    model = build(config, width=profile.width, dropout=profile.dropout).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    return model
+
+
+def count_flops(
+    model: nn.Module, size: tuple[int, int, int], device: torch.device
+) -> dict[str, int]:
+    """FLOPs of one 3×H×W×D sample: forward, and forward + backward (one training step).
+
+    Counted with torch.utils.flop_counter in eval mode (no dropout draws, no BatchNorm
+    statistics updated), so counting does not disturb training or its RNG streams.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(1, 3, *size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            model(x)
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        outputs = model(x)
+        (outputs["invasion"].float().sum() + outputs["grade"].float().sum()).backward()
+    train = counter.get_total_flops()
+    for p in model.parameters():
+        p.grad = None
+    model.train(was_training)
+    return {"forward": int(forward), "train_step": int(train)}
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    volumes: np.ndarray,
+    rows: np.ndarray,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities of class 1 for both tasks, eval mode.
+
+    Args:
+        volumes: [N_all, 3, H, W, D] cache array (memory-mapped); ``rows`` selects patients.
+    Returns:
+        p_invasion [len(rows)], p_high_grade [len(rows)] as float64 arrays.
+    """
+    model.eval()
+    p_invasion, p_high_grade = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        x = torch.from_numpy(np.asarray(volumes[chunk], dtype=np.float32)).to(device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with autocast(device):
+            outputs = model(x)
+        p_invasion.append(torch.softmax(outputs["invasion"].float(), dim=1)[:, 1].cpu())
+        p_high_grade.append(torch.softmax(outputs["grade"].float(), dim=1)[:, 1].cpu())
+    return torch.cat(p_invasion).double().numpy(), torch.cat(p_high_grade).double().numpy()
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def rng_states(shuffle: torch.Generator, augment_gen: torch.Generator) -> dict[str, Any]:
+    """Every random state a resumed run needs to continue identically."""
+    states = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "shuffle": shuffle.get_state(),
+        "augment": augment_gen.get_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(
+    states: dict[str, Any], shuffle: torch.Generator, augment_gen: torch.Generator
+) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    shuffle.set_state(states["shuffle"])
+    augment_gen.set_state(states["augment"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def _progress_line(config: str, draw: int, row: dict[str, float], epochs: int) -> str:
+    return (
+        f"{config} draw{draw} epoch {int(row['epoch']) + 1}/{epochs} loss {row['total']:.4f} "
+        f"lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s {row['seconds']:.1f} s"
+    )
+
+
+def _oom_error(micro_batch: int, grad_accum: int, batch_size: int) -> TclError:
+    more = grad_accum * 2
+    hint = (
+        f"rerun with --grad-accum {more} (micro-batches of {batch_size // more}, effective "
+        f"batch still {batch_size})"
+        if batch_size % more == 0 and batch_size // more >= 2
+        else "use a GPU with more memory or a smaller profile"
+    )
+    return TclError(
+        f"CUDA ran out of memory training a micro-batch of {micro_batch} samples "
+        f"(batch {batch_size}, --grad-accum {grad_accum}); {hint}. The last checkpoint is kept, "
+        "so the rerun continues from it."
+    )
+
+
+def train_run(
+    config: str,
+    draw: int,
+    profile: str | Profile,
+    cache_dir: str | os.PathLike,
+    splits_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    device: str = "auto",
+    seed: int | None = None,
+    quiet: bool = False,
+    save_weights: bool = False,
+    compile: bool = False,
+    grad_accum: int = 1,
+    force: bool = False,
+    max_epochs: int | None = None,
+) -> Path:
+    """Train ``config`` on draw ``draw`` under ``profile``; return the run directory.
+
+    Args:
+        config: one of tcl.config.CONFIGS.
+        draw: 0-based draw index into the splits file.
+        profile: a profile name (tcl.config.PROFILES) or a Profile object.
+        cache_dir: preprocessed cache whose size equals the profile's.
+        splits_path: splits.json from ``python -m tcl splits``.
+        out_dir: the run directory (created); e.g. results/<profile>/runs/<config>/draw<K>.
+        device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
+        seed: overrides ``profile.seed`` (model init, dropout, shuffling, augmentation).
+        quiet: no progress bar; one line per epoch instead.
+        save_weights: also write model.pt (final state_dict).
+        compile: wrap the model in torch.compile for the training steps.
+        grad_accum: split each batch into this many micro-batches (same effective batch).
+        force: discard a finished run or a checkpoint in ``out_dir`` and start over.
+        max_epochs: stop after this many epochs in total without finishing (test hook that
+            simulates a kill; rerun without it to resume).
+
+    A finished run with the same settings is left as is (a message says so); a checkpoint with
+    the same settings is resumed; different settings raise TclError unless ``force``.
+    """
+    config = check_config(config)
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    cache_dir, splits_path, out_dir = Path(cache_dir), Path(splits_path), Path(out_dir)
+    seed = profile.seed if seed is None else int(seed)
+    if grad_accum < 1 or profile.batch_size % grad_accum:
+        raise TclError(
+            f"--grad-accum {grad_accum} must be a positive divisor of the batch size "
+            f"{profile.batch_size}"
+        )
+    torch_device = resolve_device(device)
+    configure_backend(torch_device)
+    say = (
+        (lambda text: print(text, flush=True))
+        if quiet
+        else (lambda text: print(text, file=sys.stderr, flush=True))
+    )
+
+    data = load_draw(cache_dir, splits_path, draw, profile, torch_device)
+    key = {
+        "config": config,
+        "draw": draw,
+        "profile": profile.to_dict(),
+        "seed": seed,
+        "cache_meta_hash": meta_hash(data.meta),
+        "train_ids_hash": hashlib.sha256("\n".join(data.train_ids).encode()).hexdigest()[:16],
+    }
+    key = json.loads(json.dumps(key))  # tuples → lists, so it compares equal after a round trip
+    checkpoint_path = out_dir / CHECKPOINT
+    if (out_dir / "predictions.csv").exists() and not force:
+        previous = (
+            json.loads((out_dir / "run.json").read_text()).get("key")
+            if (out_dir / "run.json").exists()
+            else None
+        )
+        if previous == key:
+            say(f"{out_dir} is already complete (predictions.csv); pass --force to retrain")
+            return out_dir
+        raise TclError(
+            f"{out_dir} holds a finished run with other settings; choose another --out or pass "
+            "--force to overwrite it"
+        )
+    checkpoint = None
+    if checkpoint_path.exists() and not force:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if checkpoint["key"] != key:
+            raise TclError(
+                f"{checkpoint_path} belongs to a run with other settings (config, draw, profile, "
+                "seed, cache or splits differ); choose another --out or pass --force to discard it"
+            )
+    if checkpoint is None:  # a fresh start: nothing old may look like part of this run
+        for name in (*OUTPUTS, CHECKPOINT):
+            (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # Model init, dropout, shuffling and augmentation all follow from ``seed``.
+    seed_everything(seed)
+    model = build_model(config, profile, torch_device)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    flops = count_flops(model, profile.size, torch_device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_at_epoch(profile, epoch) / profile.lr
+    )
+    shuffle_gen = torch.Generator().manual_seed(seed)
+    augment_gen = torch.Generator(device=torch_device).manual_seed(seed + 1)
+    history: list[dict[str, float]] = []
+    start_epoch, trained_seconds = 0, 0.0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_rng_states(checkpoint["rng"], shuffle_gen, augment_gen)
+        history = checkpoint["history"]
+        start_epoch, trained_seconds = checkpoint["epoch"], checkpoint["trained_seconds"]
+        say(f"resuming {out_dir} at epoch {start_epoch + 1}/{profile.epochs}")
+        del checkpoint
+    step_model = torch.compile(model) if compile else model
+
+    n_train = len(data.train_ids)
+    batch_size = profile.batch_size
+    if n_train < batch_size:
+        warnings.warn(
+            f"the training set has {n_train} patients, fewer than the batch size {batch_size}; "
+            f"each epoch is one batch of {n_train}",
+            stacklevel=2,
+        )
+        batch_size = n_train
+    steps = n_train // batch_size if profile.drop_last else -(-n_train // batch_size)
+    micro = batch_size // grad_accum if batch_size % grad_accum == 0 else batch_size
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=profile.epochs * steps * batch_size,
+        initial=start_epoch * steps * batch_size,
+        desc=f"{config} draw{draw}",
+        unit="sample",
+        disable=quiet,
+        dynamic_ncols=True,
+    )
+    from tcl.losses import total_loss
+
+    wall_start = time.perf_counter()
+    last_epoch = profile.epochs if max_epochs is None else min(profile.epochs, max_epochs)
+    for epoch in range(start_epoch, last_epoch):
+        model.train()
+        epoch_start = time.perf_counter()
+        sums: dict[str, torch.Tensor] = {}
+        order = torch.randperm(n_train, generator=shuffle_gen).to(torch_device)
+        seen = 0
+        for step in range(steps):
+            batch_index = order[step * batch_size : (step + 1) * batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            for part in batch_index.split(micro):
+                try:
+                    x = augment(
+                        data.train_volumes[part].float(),
+                        profile.augment_p,
+                        profile.crop_min,
+                        augment_gen,
+                    )
+                    if torch_device.type == "cuda":
+                        x = x.contiguous(memory_format=torch.channels_last_3d)
+                    with autocast(torch_device):
+                        outputs = step_model(x)
+                    terms = total_loss(
+                        config,
+                        outputs,
+                        data.train_invasion[part],
+                        data.train_high_grade[part],
+                        epoch=epoch,
+                        alpha=profile.alpha,
+                        beta=profile.beta,
+                        tau=profile.tau,
+                        contrastive_from_epoch=profile.contrastive_from_epoch,
+                    )
+                    (terms["total"] * (len(part) / len(batch_index))).backward()
+                except torch.OutOfMemoryError:
+                    raise _oom_error(len(part), grad_accum, profile.batch_size) from None
+                for name, value in terms.items():
+                    weighted = value.detach().float() * (len(part) / len(batch_index))
+                    sums[name] = sums[name] + weighted if name in sums else weighted
+            optimizer.step()
+            seen += len(batch_index)
+            bar.update(len(batch_index))
+            if not quiet and (torch_device.type == "cpu" or step == steps - 1):
+                bar.set_postfix(epoch=epoch + 1, loss=f"{sums['total'].item() / (step + 1):.4f}")
+        current_lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        if torch_device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - epoch_start
+        trained_seconds += seconds
+        row = {"epoch": epoch, **{name: value.item() / steps for name, value in sums.items()}}
+        row.update(lr=current_lr, seconds=seconds, samples=seen, samples_per_s=seen / seconds)
+        history.append(row)
+        if quiet:
+            say(_progress_line(config, draw, row, profile.epochs))
+        else:
+            bar.set_postfix(
+                epoch=epoch + 1, loss=f"{row['total']:.4f}", sps=f"{seen / seconds:.0f}"
+            )
+        with atomic_path(out_dir / "history.csv") as tmp:
+            pd.DataFrame(history).to_csv(tmp, index=False)
+        done_epochs = epoch + 1
+        if done_epochs % profile.checkpoint_every == 0 and done_epochs < profile.epochs:
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "key": key,
+                    "epoch": done_epochs,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_states(shuffle_gen, augment_gen),
+                    "history": history,
+                    "trained_seconds": trained_seconds,
+                },
+            )
+    bar.close()
+    if last_epoch < profile.epochs:
+        say(f"stopped after epoch {last_epoch} of {profile.epochs} (max_epochs); rerun to resume")
+        return out_dir
+
+    eval_start = time.perf_counter()
+    p_invasion, p_high_grade = predict(
+        model, data.volumes, data.test_rows, profile.batch_size, torch_device
+    )
+    eval_seconds = time.perf_counter() - eval_start
+    predictions = pd.DataFrame(
+        {
+            "patient_id": data.test_ids,
+            "draw": draw,
+            "p_invasion": p_invasion,
+            "p_high_grade": p_high_grade,
+            "invasion": data.test_invasion,
+            "high_grade": data.test_high_grade,
+            "pred_invasion": (p_invasion > 0.5).astype(int),
+            "pred_high_grade": (p_high_grade > 0.5).astype(int),
+        },
+        columns=list(PREDICTION_COLUMNS),
+    )
+    run = {
+        "config": config,
+        "draw": draw,
+        "seed": seed,
+        "profile": profile.to_dict(),
+        "key": key,
+        "device": device_name(torch_device),
+        "threads": torch.get_num_threads(),
+        "compile": compile,
+        "grad_accum": grad_accum,
+        "n_train": n_train,
+        "n_test": len(data.test_ids),
+        "steps_per_epoch": steps,
+        "batch_size": batch_size,
+        "parameters": n_parameters,
+        "flops_per_sample": flops,
+        "train_seconds": trained_seconds,
+        "eval_seconds": eval_seconds,
+        "wall_seconds_this_session": time.perf_counter() - wall_start,
+        "cache": {
+            "dir": str(cache_dir),
+            "meta_hash": key["cache_meta_hash"],
+            "input_hash": data.meta.get("input_hash"),
+            "size": data.meta.get("size"),
+        },
+        "splits": str(splits_path),
+        "provenance": provenance(),
+    }
+    write_text_atomic(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
+    if save_weights:
+        with atomic_path(out_dir / "model.pt") as tmp:
+            torch.save(model.state_dict(), tmp)
+    # Last: predictions.csv marks the run as complete.
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    checkpoint_path.unlink(missing_ok=True)
+    say(
+        f"{config} draw{draw}: trained {profile.epochs} epochs in {trained_seconds:.1f} s, "
+        f"predicted {len(predictions)} test patients → {out_dir}"
+    )
+    return out_dir
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable device description for run.json."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    import platform
+
+    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+# ---------------------------------------------------------------------------- command line
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``bench``."""
+    parser.add_argument("--config", required=True, help=f"configuration: {', '.join(CONFIGS)}")
+    parser.add_argument(
+        "--profile", default="quick", help=f"profile: {', '.join(PROFILES)} (default quick)"
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument(
+        "--grad-accum",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split each batch into N micro-batches (effective batch unchanged; for GPU memory)",
+    )
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tcl train",
+        description="Train one configuration on one draw; write predictions.csv, history.csv, "
+        "run.json into --out. Rerunning the same command resumes an interrupted run.",
+    )
+    add_common_arguments(parser)
+    parser.add_argument("--draw", type=int, required=True, help="0-based draw index")
+    parser.add_argument("--cache", type=Path, required=True, help="preprocessed cache directory")
+    parser.add_argument("--splits", type=Path, required=True, help="splits.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (default results/<profile>/runs/<config>/draw<K>)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
+    parser.add_argument("--save-weights", action="store_true", help="also write model.pt")
+    parser.add_argument("--force", action="store_true", help="discard an existing run/checkpoint")
+    args = parser.parse_args(argv)
+    check_config(args.config)
+    profile = get_profile(args.profile)
+    out = args.out or Path("results") / profile.name / "runs" / args.config / f"draw{args.draw}"
+    train_run(
+        args.config,
+        args.draw,
+        profile,
+        args.cache,
+        args.splits,
+        out,
+        device=args.device,
+        seed=args.seed,
+        quiet=args.quiet,
+        save_weights=args.save_weights,
+        compile=args.compile,
+        grad_accum=args.grad_accum,
+        force=args.force,
+    )
+    return 0

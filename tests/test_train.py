@@ -1,0 +1,233 @@
+"""The training engine: runs end to end, resumes identically, is deterministic, schedules LR."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tcl.config import CONFIGS, get_profile
+
+
+def write_tiny_cache(
+    root: Path, n_patients: int = 24, size: tuple[int, int, int] = (32, 32, 12), seed: int = 0
+) -> Path:
+    """A cache in tcl.data.preprocess's format with a planted, learnable signal.
+
+    Invasive patients get a bright rim in t1c, high-grade patients a dark core in adc; every
+    patient has an ellipsoidal foreground (z-scored) in zero background.
+    """
+    rng = np.random.default_rng(seed)
+    h, w, d = size
+    ids = [f"P{i:04d}" for i in range(n_patients)]
+    invasion = np.array([1 if i % 4 == 0 else 0 for i in range(n_patients)])
+    high_grade = np.where(invasion == 1, 1, (np.arange(n_patients) % 4 == 1).astype(int))
+    yy, xx, zz = np.meshgrid(
+        np.linspace(-1, 1, h), np.linspace(-1, 1, w), np.linspace(-1, 1, d), indexing="ij"
+    )
+    radius = np.sqrt(yy**2 + xx**2 + (zz * 0.8) ** 2)
+    inside = radius < 0.8
+    volumes = np.zeros((n_patients, 3, h, w, d), dtype=np.float16)
+    for i in range(n_patients):
+        image = rng.normal(0, 1, (3, h, w, d))
+        image[0] += 2.0 * invasion[i] * ((radius > 0.6) & inside)
+        image[2] -= 2.0 * high_grade[i] * (radius < 0.4)
+        image = image * inside
+        for c in range(3):
+            values = image[c][inside]
+            image[c][inside] = (values - values.mean()) / values.std()
+        volumes[i] = image.astype(np.float16)
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "volumes.npy", volumes)
+    pd.DataFrame(
+        {
+            "row": np.arange(n_patients),
+            "patient_id": ids,
+            "who_grade": np.where(high_grade == 1, 2, 1),
+            "invasion": invasion,
+            "high_grade": high_grade,
+            "age": 55,
+            "sex": "F",
+            "scanner": "Skyra",
+        }
+    ).to_csv(root / "index.csv", index=False)
+    meta = {"size": list(size), "n_patients": n_patients, "margin": 0, "input_hash": f"tiny{seed}"}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+def write_tiny_splits(path: Path, cache: Path, n_draws: int = 2) -> Path:
+    """Draws of half the cohort for training (every class represented), half for testing."""
+    index = pd.read_csv(cache / "index.csv", dtype={"patient_id": str})
+    draws = []
+    for k in range(n_draws):
+        ids = index["patient_id"].tolist()
+        train = sorted(ids[k % 2 :: 2])
+        draws.append({"train": train, "test": sorted(set(ids) - set(train))})
+    path.write_text(json.dumps({"draws": draws}))
+    return path
+
+
+# ---------------------------------------------------------------------------- fixtures
+
+SMOKE = get_profile("smoke")
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny cache at the smoke size and its splits file."""
+    root = tmp_path_factory.mktemp("cohort")
+    cache = write_tiny_cache(root / "cache", n_patients=24, size=SMOKE.size)
+    return cache, write_tiny_splits(root / "splits.json", cache)
+
+
+def run(cohort, out: Path, config: str = "proposed", profile=SMOKE, **kwargs) -> Path:
+    from tcl.train import train_run
+
+    cache, splits = cohort
+    return train_run(config, 0, profile, cache, splits, out, device="cpu", quiet=True, **kwargs)
+
+
+def predictions(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "predictions.csv", dtype={"patient_id": str})
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_every_configuration_trains_two_smoke_epochs(cohort, tmp_path, config):
+    from tcl.train import PREDICTION_COLUMNS, lr_at_epoch
+
+    out = run(cohort, tmp_path / config, config)
+    table = predictions(out)
+    test_ids = json.loads(cohort[1].read_text())["draws"][0]["test"]
+    assert list(table.columns) == list(PREDICTION_COLUMNS)
+    assert sorted(table["patient_id"]) == sorted(test_ids)
+    assert table[["p_invasion", "p_high_grade"]].apply(lambda c: c.between(0, 1)).all().all()
+    assert (table["pred_invasion"] == (table["p_invasion"] > 0.5)).all()
+    history = pd.read_csv(out / "history.csv")
+    assert len(history) == SMOKE.epochs
+    assert np.isfinite(history["total"]).all()
+    assert np.allclose(history["lr"], [lr_at_epoch(SMOKE, e) for e in range(SMOKE.epochs)])
+    for column in ("cls_invasion", "cls_grade", "seconds", "samples_per_s"):
+        assert column in history
+    info = json.loads((out / "run.json").read_text())
+    assert info["config"] == config and info["profile"]["name"] == "smoke"
+    assert info["parameters"] > 0 and info["flops_per_sample"]["forward"] > 0
+    assert info["provenance"]["commit"] and info["cache"]["meta_hash"]
+    assert not (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
+
+
+def test_contrastive_terms_are_zero_before_their_epoch_and_present_after(cohort, tmp_path):
+    profile = replace(SMOKE, epochs=3, contrastive_from_epoch=2)
+    history = pd.read_csv(run(cohort, tmp_path / "p", profile=profile) / "history.csv")
+    for term in ("con_invasion", "con_grade"):
+        assert (history[term][:2] == 0).all()
+        assert history[term][2] > 0
+    ablated = pd.read_csv(
+        run(cohort, tmp_path / "b4", "baseline4", profile=profile) / "history.csv"
+    )
+    assert "con_invasion" not in ablated and "aux_invasion" in ablated
+
+
+# ---------------------------------------------------------------------------- reproducibility
+
+LONGER = replace(SMOKE, epochs=4, checkpoint_every=2, contrastive_from_epoch=1)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(cohort, tmp_path_factory) -> Path:
+    return run(cohort, tmp_path_factory.mktemp("whole"), profile=LONGER)
+
+
+def test_same_seed_gives_identical_predictions(cohort, uninterrupted, tmp_path):
+    again = run(cohort, tmp_path / "again", profile=LONGER)
+    pd.testing.assert_frame_equal(predictions(again), predictions(uninterrupted))
+    other_seed = run(cohort, tmp_path / "seed", profile=LONGER, seed=1)
+    assert not np.allclose(
+        predictions(other_seed)["p_invasion"], predictions(uninterrupted)["p_invasion"]
+    )
+
+
+def test_resumed_run_equals_uninterrupted_run(cohort, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    run(cohort, out, profile=LONGER, max_epochs=3)  # "killed" during epoch 4: epoch 3 is lost
+    assert (out / "checkpoint.pt").exists() and not (out / "predictions.csv").exists()
+    assert len(pd.read_csv(out / "history.csv")) == 3
+    run(cohort, out, profile=LONGER)  # the same call again resumes from the epoch-2 checkpoint
+    pd.testing.assert_frame_equal(predictions(out), predictions(uninterrupted))
+    resumed, whole = pd.read_csv(out / "history.csv"), pd.read_csv(uninterrupted / "history.csv")
+    assert np.allclose(resumed["total"], whole["total"])
+    assert not (out / "checkpoint.pt").exists()
+
+
+def test_finished_run_is_kept_and_other_settings_are_refused(cohort, uninterrupted):
+    from tcl.utils import TclError
+
+    stamp = (uninterrupted / "predictions.csv").stat().st_mtime_ns
+    run(cohort, uninterrupted, profile=LONGER)  # already complete: nothing retrained
+    assert (uninterrupted / "predictions.csv").stat().st_mtime_ns == stamp
+    with pytest.raises(TclError, match="--force"):
+        run(cohort, uninterrupted, profile=LONGER, seed=5)
+
+
+def test_gradient_accumulation_and_saved_weights(cohort, tmp_path):
+    out = run(cohort, tmp_path / "accum", grad_accum=2, save_weights=True)
+    assert (out / "model.pt").exists() and len(predictions(out)) == 12
+    assert json.loads((out / "run.json").read_text())["grad_accum"] == 2
+
+
+# ---------------------------------------------------------------------------- schedule
+
+
+def test_paper_schedule_is_the_released_one_without_its_zero_lr_epochs():
+    from tcl.train import lr_at_epoch
+
+    paper = get_profile("paper")
+    lrs = [lr_at_epoch(paper, e) for e in range(paper.epochs)]
+    assert np.allclose(lrs[:10], [2e-4, 4e-4, 6e-4, 8e-4] + [1e-3] * 5 + [8e-4])
+    assert np.isclose(lrs[13], 8e-4) and np.isclose(lrs[14], 6.4e-4)
+    assert np.isclose(lrs[97], 1e-3 * 0.8**18)  # the released run's last LR, ≈ 1.8e-5
+    released = [lr_at_epoch(replace(paper, zero_lr_epochs=2), e) for e in range(100)]
+    assert released[:2] == [0.0, 0.0] and np.allclose(released[2:7], [2e-4, 4e-4, 6e-4, 8e-4, 1e-3])
+    assert np.allclose(released[7:11], 1e-3) and np.isclose(released[11], 8e-4)
+    assert np.isclose(released[99], 1.8e-5, rtol=0.02)
+
+
+def test_schedule_without_warmup_starts_at_peak():
+    from tcl.train import lr_at_epoch
+
+    profile = replace(SMOKE, warmup_epochs=0, step_size=2, gamma=0.5, lr=1.0)
+    assert [lr_at_epoch(profile, e) for e in range(5)] == [1.0, 1.0, 0.5, 0.5, 0.25]
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_names_the_fix(cohort, tmp_path):
+    from tcl.train import _oom_error, cli
+    from tcl.utils import TclError
+
+    cache, splits = cohort
+    common = ["--draw", "0", "--cache", str(cache), "--splits", str(splits), "--out", str(tmp_path)]
+    with pytest.raises(TclError, match="valid configurations: efmt"):
+        cli(["--config", "nope", "--profile", "smoke", *common])
+    with pytest.raises(TclError, match="valid profiles: paper, quick, smoke"):
+        cli(["--config", "proposed", "--profile", "nope", *common])
+    with pytest.raises(TclError, match="python -m tcl preprocess .*--size 64 64 12"):
+        cli(["--config", "proposed", "--profile", "quick", *common])
+    with pytest.raises(TclError, match="out of range.*2 draw"):
+        cli(["--config", "proposed", "--profile", "smoke", "--draw", "2", *common[2:]])
+    with pytest.raises(TclError, match="python -m tcl splits"):
+        run((cache, tmp_path / "missing.json"), tmp_path / "x")
+    with pytest.raises(TclError, match="python -m tcl preprocess"):
+        run((tmp_path / "no-cache", splits), tmp_path / "x")
+    with pytest.raises(TclError, match="divisor"):
+        run(cohort, tmp_path / "x", grad_accum=3)
+    message = str(_oom_error(32, 1, 32))
+    assert "32 samples" in message and "--grad-accum 2" in message and "batch still 32" in message
