@@ -163,6 +163,7 @@ def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(synth, "render_patient", failing)
+    (tmp_path / "manifest.csv").write_text("patient_id\nSTALE\n")  # from an earlier run
     with pytest.raises(KeyboardInterrupt):
         synth.synthesize_cohort(tmp_path, 4, shape=(32, 32, 8), workers=1, progress=False)
     assert not (tmp_path / "manifest.csv").exists()
