@@ -1,0 +1,248 @@
+"""``python -m tcl bench``: how fast one configuration trains and infers under a profile.
+
+Runs the training loop's own step (tcl.train.prepare_batch + forward_backward + Adam) on
+synthetic random volumes of the profile's size (no cache needed) and reports, as JSON:
+
+- training and inference samples/s;
+- FLOPs per sample (torch.utils.flop_counter) and the achieved TFLOP/s of training;
+- that as a fraction of the device's peak: the dense bf16 tensor-core peak for known GPUs
+  (the training step runs under bf16 autocast there), or on CPU the fp32 matmul rate measured
+  here (an honest "what this machine can do", not a datasheet figure);
+- peak memory (CUDA: max allocated; CPU: the process's peak resident set);
+- the share of the step spent outside the model: indexing + augmentation + normalisation.
+
+On CUDA each phase is bracketed by synchronisations to attribute time, which adds a small
+bubble per step; the reported samples/s therefore slightly understate the training loop's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tcl.config import Profile, check_config, get_profile
+from tcl.utils import TclError, provenance, write_text_atomic
+
+# Dense (no sparsity) bf16 tensor-core peak in TFLOP/s from the vendors' datasheets; matched
+# as substrings of torch.cuda.get_device_name, first match wins (so specific names go first).
+GPU_BF16_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989.4),
+    ("GH200", 989.4),
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("A800", 312.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("A10G", 70.0),
+    ("A10", 125.0),
+    ("RTX 3090", 71.0),
+)
+
+
+def gpu_peak_tflops(name: str) -> float | None:
+    """The dense bf16 peak of a GPU called ``name``, or None if it is not in the table."""
+    for pattern, peak in GPU_BF16_PEAK_TFLOPS:
+        if pattern in name:
+            return peak
+    return None
+
+
+def cpu_matmul_tflops(n: int = 1024, repeats: int = 5) -> float:
+    """The best fp32 matmul rate (TFLOP/s) of an n×n product on this CPU, all threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e12
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def bench(
+    config: str,
+    profile: str | Profile,
+    steps: int = 10,
+    warmup: int = 3,
+    device: str = "auto",
+    compile: bool = False,
+    grad_accum: int = 1,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict[str, Any]:
+    """Measure ``steps`` training steps and ``steps`` inference batches after ``warmup`` of
+    each; return the report (see the module docstring)."""
+    from tcl.train import (
+        _oom_error,
+        build_model,
+        configure_backend,
+        count_flops,
+        device_name,
+        forward_backward,
+        prepare_batch,
+        resolve_device,
+    )
+
+    config = check_config(config)
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    torch_device = resolve_device(device)
+    configure_backend(torch_device, threads)
+    if torch_device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(torch_device)
+    torch.manual_seed(seed)
+    batch = profile.batch_size
+    if grad_accum < 1 or batch % grad_accum:
+        raise TclError(f"--grad-accum {grad_accum} must be a positive divisor of the batch {batch}")
+    micro = batch // grad_accum
+
+    model = build_model(config, profile, torch_device)
+    flops = count_flops(model, profile.size, torch_device, backward=True)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
+    )
+    step_model = torch.compile(model) if compile else model
+
+    # Synthetic training set: two batches of random volumes with a zero in-plane border (so
+    # the foreground mask of the normalisation is not trivially everything), float16 on the
+    # device like the real in-memory training set.
+    generator = torch.Generator(device=torch_device).manual_seed(seed)
+    pool = 2 * batch
+    volumes = torch.randn(pool, 3, *profile.size, device=torch_device, generator=generator)
+    border = max(1, profile.size[0] // 16)
+    volumes[:, :, :border] = 0
+    volumes[:, :, -border:] = 0
+    volumes = volumes.half()
+    invasion = torch.randint(0, 2, (pool,), device=torch_device, generator=generator)
+    high_grade = torch.randint(0, 2, (pool,), device=torch_device, generator=generator)
+    epoch = profile.contrastive_from_epoch  # every loss term on, as in most of training
+
+    def train_step() -> tuple[float, float]:
+        """One optimiser step; returns (seconds in data + augmentation, seconds in total)."""
+        start = time.perf_counter()
+        data_seconds = 0.0
+        index = torch.randperm(pool, device=torch_device, generator=generator)[:batch]
+        optimizer.zero_grad(set_to_none=True)
+        for part in index.split(micro):
+            t0 = time.perf_counter()
+            x = prepare_batch(volumes, part, profile, generator)
+            _sync(torch_device)
+            data_seconds += time.perf_counter() - t0
+            forward_backward(
+                step_model, x, invasion[part], high_grade[part], config, profile, epoch,
+                scale=len(part) / batch,
+            )  # fmt: skip
+        optimizer.step()
+        _sync(torch_device)
+        return data_seconds, time.perf_counter() - start
+
+    model.train()
+    try:
+        for _ in range(warmup):
+            train_step()
+        timings = [train_step() for _ in range(steps)]
+    except torch.OutOfMemoryError:
+        raise _oom_error(micro, grad_accum, batch) from None
+    data_seconds = sum(t[0] for t in timings)
+    train_seconds = sum(t[1] for t in timings)
+    train_rate = steps * batch / train_seconds
+
+    from tcl.train import autocast
+
+    model.eval()
+    x = volumes[:batch].float()
+    if torch_device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    with torch.no_grad(), autocast(torch_device):
+        for _ in range(warmup):
+            step_model(x)
+        _sync(torch_device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step_model(x)
+        _sync(torch_device)
+        infer_rate = steps * batch / (time.perf_counter() - start)
+
+    achieved = flops["train_step"] * train_rate / 1e12
+    if torch_device.type == "cuda":
+        peak = gpu_peak_tflops(torch.cuda.get_device_name(torch_device))
+        peak_kind = "bf16 dense datasheet peak" if peak else "unknown GPU (not in the table)"
+        peak_memory = torch.cuda.max_memory_allocated(torch_device)
+    else:
+        peak = cpu_matmul_tflops()
+        peak_kind = "fp32 matmul measured on this CPU"
+        peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return {
+        "config": config,
+        "profile": profile.name,
+        "size": list(profile.size),
+        "width": profile.width,
+        "batch_size": batch,
+        "grad_accum": grad_accum,
+        "compile": compile,
+        "device": device_name(torch_device),
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "warmup_steps": warmup,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "flops_per_sample": flops,
+        "train_samples_per_s": train_rate,
+        "inference_samples_per_s": infer_rate,
+        "train_tflops_per_s": achieved,
+        "peak_tflops_per_s": peak,
+        "peak_kind": peak_kind,
+        "fraction_of_peak": achieved / peak if peak else None,
+        "peak_memory_bytes": int(peak_memory),
+        "data_augmentation_share": data_seconds / train_seconds,
+        "step_seconds": train_seconds / steps,
+        "provenance": provenance(),
+    }
+
+
+def cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tcl bench",
+        description="Training and inference throughput of one configuration on synthetic "
+        "input of the profile's size; prints JSON (and writes it to --out).",
+    )
+    from tcl.train import add_common_arguments
+
+    add_common_arguments(parser)
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    report = bench(
+        args.config,
+        args.profile,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=args.device,
+        compile=args.compile,
+        grad_accum=args.grad_accum,
+        threads=args.threads,
+    )
+    text = json.dumps(report, indent=1) + "\n"
+    if args.out:
+        write_text_atomic(args.out, text)
+    sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(cli(sys.argv[1:]) or 0)
