@@ -16,16 +16,16 @@ import torch
 import torch.nn.functional as F
 
 
-def _bernoulli(
+def _chosen(
     batch: int, p: float, generator: torch.Generator | None, device: torch.device
 ) -> torch.Tensor:
-    """A [batch] bool tensor, each entry True with probability ``p``."""
-    return torch.rand(batch, generator=generator, device=device) < p
+    """Indices [k] of the samples (of ``batch``) an augmentation applies to, each with
+    probability ``p``.
 
-
-def _per_sample(mask: torch.Tensor) -> torch.Tensor:
-    """Reshape a [B] mask so it broadcasts over [B, C, H, W, D]."""
-    return mask.view(-1, 1, 1, 1, 1)
+    Working on the chosen subset only halves the work at p = 0.5; the price is one host sync
+    (the subset's size) per augmentation, negligible beside a training step.
+    """
+    return torch.nonzero(torch.rand(batch, generator=generator, device=device) < p).flatten()
 
 
 def random_crop_resize(
@@ -34,12 +34,13 @@ def random_crop_resize(
     """Crop a random in-plane square of side s ~ U{crop_min..H} and resize it back to H×W.
 
     Each sample is cropped with probability ``p``, at a uniformly random position, through all
-    D slices, and resized back by (bi)linear interpolation in-plane; slices are left untouched.
-    One ``affine_grid`` + ``grid_sample`` call does the whole batch: with
-    ``align_corners=False`` and the sampling grid clamped to the crop's voxel centres, it
-    reproduces ``F.interpolate(crop, size=(H, W, D), mode="trilinear")`` of each crop (to
-    float rounding) without a Python loop over the batch.
-    For a non-square plane (H ≠ W) the crop keeps the same fraction s/H of both sides.
+    D slices, and resized back by bilinear interpolation in-plane; slices are left untouched.
+    One ``affine_grid`` + ``grid_sample`` call does the whole batch (slices and modalities
+    folded into channels, so the sampling grid is computed once per in-plane position): with
+    ``align_corners=False`` and the grid clamped to the crop's voxel centres, it reproduces
+    ``F.interpolate(crop, size=(H, W, D), mode="trilinear")`` of each crop (to float rounding)
+    without a Python loop over the batch. For a non-square plane (H ≠ W) the crop keeps the
+    same fraction s/H of both sides.
 
     Args:
         x: [B, C, H, W, D] batch.
@@ -47,13 +48,18 @@ def random_crop_resize(
         crop_min: smallest crop side in voxels (1 ≤ crop_min ≤ H).
         generator: source of randomness (on x's device).
     """
-    batch, _, height, width, _ = x.shape
+    batch, channels, height, width, depth = x.shape
     device = x.device
     if not 1 <= crop_min <= height:
         raise ValueError(f"crop_min must be in 1..{height} (the in-plane size), got {crop_min}")
-    chosen = _bernoulli(batch, p, generator, device)
-    # side s ~ U{crop_min..H}; position x0 ~ U{0..H-s} (and the same fraction along W).
+    # Draw every sample's parameters (so the stream does not depend on which are chosen).
     uniforms = torch.rand(batch, 3, generator=generator, device=device)
+    chosen = _chosen(batch, p, generator, device)
+    if chosen.numel() == 0:
+        return x
+    uniforms = uniforms[chosen]
+    n = chosen.numel()
+    # side s ~ U{crop_min..H}; position x0 ~ U{0..H-s} (and the same fraction along W).
     side = crop_min + torch.floor(uniforms[:, 0] * (height - crop_min + 1)).clamp(
         max=height - crop_min
     )
@@ -61,16 +67,15 @@ def random_crop_resize(
     side_w = side * width / height
     start_w = torch.floor(uniforms[:, 2] * (width - side_w + 1)).clamp(min=0)
     start_w = torch.minimum(start_w, width - side_w)
-    # affine_grid's output coordinates (x, y, z) index the last three dims (D, W, H) of x;
-    # the crop box [start, start + side) in voxels is [-1 + 2 start/N, -1 + 2 (start+side)/N]
-    # in normalised coordinates, i.e. scale side/N and centre -1 + (2 start + side)/N.
-    theta = torch.zeros(batch, 3, 4, device=device, dtype=torch.float32)
-    theta[:, 0, 0] = 1.0
-    theta[:, 1, 1] = side_w / width
-    theta[:, 1, 3] = -1.0 + (2 * start_w + side_w) / width
-    theta[:, 2, 2] = side / height
-    theta[:, 2, 3] = -1.0 + (2 * start_h + side) / height
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # [B, H, W, D, 3]
+    # 2-D affine_grid's output coordinates (x, y) index (W, H); the crop box
+    # [start, start + side) in voxels is [-1 + 2 start/N, -1 + 2 (start+side)/N] in normalised
+    # coordinates, i.e. scale side/N and centre -1 + (2 start + side)/N.
+    theta = torch.zeros(n, 2, 3, device=device, dtype=torch.float32)
+    theta[:, 0, 0] = side_w / width
+    theta[:, 0, 2] = -1.0 + (2 * start_w + side_w) / width
+    theta[:, 1, 1] = side / height
+    theta[:, 1, 2] = -1.0 + (2 * start_h + side) / height
+    grid = F.affine_grid(theta, [n, 1, height, width], align_corners=False)  # [n, H, W, 2]
     # Clamp to the centres of the crop's first and last voxels: like interpolating the crop
     # alone, the border of the output replicates the crop's edge instead of blending in the
     # voxels just outside it.
@@ -79,12 +84,16 @@ def random_crop_resize(
         [-1.0 + (2 * (start_w + side_w) - 1) / width, -1.0 + (2 * (start_h + side) - 1) / height],
         -1,
     )
-    in_plane = grid[..., 1:].clamp(lower.view(batch, 1, 1, 1, 2), upper.view(batch, 1, 1, 1, 2))
-    grid = torch.cat([grid[..., :1], in_plane], -1)
+    grid = grid.clamp(lower.view(n, 1, 1, 2), upper.view(n, 1, 1, 2))
+    # [n, C, H, W, D] → [n, C·D, H, W]: every slice and modality shares the in-plane grid.
+    planes = x[chosen].float().permute(0, 1, 4, 2, 3).reshape(n, channels * depth, height, width)
     cropped = F.grid_sample(
-        x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-    ).to(x.dtype)
-    return torch.where(_per_sample(chosen), cropped, x)
+        planes, grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
+    cropped = cropped.view(n, channels, depth, height, width).permute(0, 1, 3, 4, 2)
+    out = x.clone()
+    out[chosen] = cropped.to(x.dtype)
+    return out
 
 
 def random_flip(
@@ -92,11 +101,15 @@ def random_flip(
 ) -> torch.Tensor:
     """Flip each sample, with probability ``p``, along H or W (chosen at random, 50:50)."""
     batch = x.shape[0]
-    chosen = _bernoulli(batch, p, generator, x.device)
     along_h = torch.rand(batch, generator=generator, device=x.device) < 0.5
-    flip_h = _per_sample(chosen & along_h)
-    flip_w = _per_sample(chosen & ~along_h)
-    return torch.where(flip_h, x.flip(2), torch.where(flip_w, x.flip(3), x))
+    chosen = torch.zeros(batch, dtype=torch.bool, device=x.device)
+    chosen[_chosen(batch, p, generator, x.device)] = True
+    flip_h = torch.nonzero(chosen & along_h).flatten()
+    flip_w = torch.nonzero(chosen & ~along_h).flatten()
+    out = x.clone()
+    out[flip_h] = x[flip_h].flip(2)
+    out[flip_w] = x[flip_w].flip(3)
+    return out
 
 
 def random_noise(
@@ -107,30 +120,35 @@ def random_noise(
     ``mean`` and ``std`` are those of the sample's modality volume (all voxels), as in the
     released code: noise = N(mean(img), std(img)) / 2, added to every voxel.
     """
-    batch = x.shape[0]
-    chosen = _bernoulli(batch, p, generator, x.device)
-    flat = x.float().flatten(2)  # [B, C, H*W*D]
-    mean = flat.mean(-1).view(batch, -1, 1, 1, 1)
-    std = flat.std(-1).view(batch, -1, 1, 1, 1)
-    noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
-    noisy = (x.float() + (noise * std + mean) / 2).to(x.dtype)
-    return torch.where(_per_sample(chosen), noisy, x)
+    chosen = _chosen(x.shape[0], p, generator, x.device)
+    if chosen.numel() == 0:
+        return x
+    noisy = x[chosen].float()
+    flat = noisy.flatten(2)  # [k, C, H*W*D]
+    mean = flat.mean(-1).view(*flat.shape[:2], 1, 1, 1)
+    std = flat.std(-1).view(*flat.shape[:2], 1, 1, 1)
+    noise = torch.randn(noisy.shape, generator=generator, device=x.device, dtype=torch.float32)
+    out = x.clone()
+    out[chosen] = (noisy + (noise * std + mean) / 2).to(x.dtype)
+    return out
 
 
 def normalize_foreground(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Z-score each modality of each sample over its foreground; background stays 0.
 
-    Foreground = voxels where the sum of the modalities' absolute values is non-zero (the
-    released code's rule, applied after augmentation: a noised sample is foreground
-    everywhere, so it is normalised over the whole volume, as there).
+    Foreground = voxels where any modality is non-zero: the released code's rule ("non-zero
+    sum of the modalities" of its non-negative intensities), applied after augmentation, so a
+    noised sample is foreground everywhere and is normalised over the whole volume, as there.
     """
     xf = x.float()
-    foreground = (xf.abs().sum(1, keepdim=True) > 0).float()  # [B, 1, H, W, D]
-    count = foreground.flatten(1).sum(-1).clamp(min=1).view(-1, 1, 1, 1, 1)
-    mean = (xf * foreground).flatten(2).sum(-1).view(*x.shape[:2], 1, 1, 1) / count
-    var = (((xf - mean) * foreground) ** 2).flatten(2).sum(-1).view(*x.shape[:2], 1, 1, 1)
-    std = (var / count).sqrt()
-    return ((xf - mean) / (std + eps) * foreground).to(x.dtype)
+    foreground = xf.ne(0).any(1, keepdim=True).to(xf.dtype)  # [B, 1, H, W, D]
+    count = foreground.flatten(1).sum(-1).clamp(min=1).view(-1, 1)  # [B, 1]
+    masked = (xf * foreground).flatten(2)  # [B, C, H*W*D]
+    mean = masked.sum(-1) / count
+    var = (masked.square().sum(-1) / count - mean.square()).clamp(min=0)
+    scale = 1.0 / (var.sqrt() + eps)
+    shape = (*x.shape[:2], 1, 1, 1)
+    return ((xf - mean.view(shape)) * (scale.view(shape) * foreground)).to(x.dtype)
 
 
 def augment(

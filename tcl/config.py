@@ -44,6 +44,7 @@ class Profile:
     seed: int = 666
     checkpoint_every: int = 5  # epochs between resumable checkpoints
     n_patients: int = 800  # size of the synthetic cohort this profile builds
+    synth_shape: tuple[int, int, int] = (256, 256, 24)  # its raw volumes (paper: 256×256×24)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -81,6 +82,7 @@ SMOKE = replace(
     crop_min=12,
     checkpoint_every=1,
     n_patients=40,
+    synth_shape=(64, 64, 12),
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (PAPER, QUICK, SMOKE)}
