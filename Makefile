@@ -1,23 +1,38 @@
-# tcl — one command to regenerate the artifact.
-#   make env     build .venv/ from pyproject.toml (torch pinned to the CPU build on our machines)
-#   make test    pytest (the test command CI runs)
-#   make lint    ruff
+# tcl — regenerate the paper's results from one command.
+#
+#   make all            environment, data, 27 trainings, evaluation, every notebook, table and figure
+#   make test           pytest, then the whole pipeline with PROFILE=smoke (the test command CI runs)
+#   make env            only build .venv/ (torch 2.13 CPU build + this package)
+#
+# Knobs:
+#   PROFILE=auto|paper|quick|smoke   auto = paper when CUDA is available, else quick
+#   DATA=path/to/manifest.csv        a real cohort instead of the synthetic one
+#   PYTHON=/path/to/python           use an existing environment instead of .venv/
+#   make -j N all                    trainings in parallel (CPU-only machines: keep N small)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 VENV    ?= .venv
 PYTHON  ?= $(VENV)/bin/python
 TORCH   ?= torch==2.13.0
 BOOTSTRAP_PYTHON ?= python3
+PROFILE ?= auto
+DATA    ?=
 
-.PHONY: env test lint clean-env
+CONFIGS := efmt mfmt mmoe maml baseline1 baseline2 baseline3 baseline4 proposed
+DRAWS   := 0 1 2
 
+.PHONY: all pipeline env test lint clean-env announce
+
+# ---------------------------------------------------------------- environment
 env: $(VENV)/.installed
 
 # Rebuilt when the declared dependencies change. torch is installed first and pinned so that the
 # unpinned range in pyproject.toml does not pull a multi-GB CUDA build.
 $(VENV)/.installed: pyproject.toml
 	@if [ "$(PYTHON)" = "$(VENV)/bin/python" ]; then \
+	  set -e; \
 	  test -x $(VENV)/bin/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV); \
 	  $(VENV)/bin/python -m pip install --quiet --upgrade pip; \
 	  $(VENV)/bin/python -m pip install --quiet "$(TORCH)"; \
@@ -26,8 +41,18 @@ $(VENV)/.installed: pyproject.toml
 	fi
 	@mkdir -p $(VENV) && touch $@
 
+# ---------------------------------------------------------------- entry points
+# The profile is resolved after the environment exists (auto needs torch to look for CUDA).
+all: env
+	@profile=$(PROFILE); \
+	if [ "$$profile" = auto ]; then \
+	  profile=$$($(PYTHON) -c "import torch; print('paper' if torch.cuda.is_available() else 'quick')"); \
+	fi; \
+	$(MAKE) --no-print-directory pipeline PROFILE=$$profile DATA="$(DATA)"
+
 test: env
 	$(PYTHON) -m pytest -q
+	$(MAKE) --no-print-directory -j2 pipeline PROFILE=smoke
 
 lint: env
 	$(PYTHON) -m ruff check tcl tests
@@ -35,3 +60,80 @@ lint: env
 
 clean-env:
 	rm -rf $(VENV)
+
+# ---------------------------------------------------------------- the pipeline (PROFILE resolved)
+ifneq ($(filter pipeline announce,$(MAKECMDGOALS)),)
+ifeq ($(PROFILE),auto)
+$(error pipeline needs a resolved PROFILE; run `make all`)
+endif
+# Numbers come from the profile in tcl/config.py, never from here.
+comma := ,
+profile_get = $(shell $(PYTHON) -c "from tcl.config import get_profile as g; p = g('$(PROFILE)'); print($(1))")
+SIZE        := $(call profile_get,*p.size)
+SIZE_NAME   := $(subst $() ,x,$(SIZE))
+ifeq ($(DATA),)
+  COHORT      := $(if $(filter smoke,$(PROFILE)),synthetic-smoke,synthetic)
+  MANIFEST    := data/$(COHORT)/raw/manifest.csv
+  SYNTH_ARGS  := $(call profile_get,'--n-patients'$(comma) p.n_patients$(comma) '--shape'$(comma) *p.synth_shape)
+else
+  COHORT      := $(notdir $(patsubst %/,%,$(dir $(abspath $(DATA)))))
+  MANIFEST    := $(DATA)
+endif
+CACHE     := data/$(COHORT)/$(SIZE_NAME)
+SPLITS    := data/$(COHORT)/splits.json
+RESULTS   := results/$(PROFILE)
+RUNS      := $(RESULTS)/runs
+NBOUT     := $(RESULTS)/notebooks
+EVAL      := $(RESULTS)/evaluation
+FIGURES   := figures/$(PROFILE)
+NOTEBOOK  := $(PYTHON) -m tcl.notebooks
+QUIET     := $(if $(filter smoke,$(PROFILE)),--quiet)  # no progress bars in test logs
+COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest ../$(MANIFEST) \
+             -p cache ../$(CACHE) -p splits ../$(SPLITS) -p results ../$(RESULTS) \
+             -p figures ../$(FIGURES)
+DATA_SOURCES  := $(wildcard tcl/data/*.py)
+TRAIN_SOURCES := tcl/train.py tcl/losses.py tcl/config.py $(wildcard tcl/augment.py tcl/models/*.py)
+EVAL_SOURCES  := tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py
+RUN_TARGETS   := $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(RUNS)/$(c)/draw$(d)/predictions.csv))
+RADIOMICS     := $(foreach d,$(DRAWS),$(RUNS)/radiomics/draw$(d)/predictions.csv)
+REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 06_representations,$(NBOUT)/$(n).ipynb)
+endif
+
+pipeline: announce $(REPORTS)
+	@echo "tcl: done — profile $(PROFILE); tables and figures in $(FIGURES)/, notebooks in $(NBOUT)/"
+
+announce:
+	@echo "tcl: profile $(PROFILE) (input $(SIZE_NAME)); cohort $(COHORT) from $(MANIFEST)$(if $(DATA),, [synthetic])"
+
+ifeq ($(DATA),)
+$(MANIFEST): $(DATA_SOURCES)
+	$(PYTHON) -m tcl synth --out $(dir $@) --seed 0 $(SYNTH_ARGS) $(QUIET)
+endif
+
+# A real cohort is validated first (every problem listed at once); the synthetic one is checked
+# by the test suite, and preprocessing still stops on any bad input.
+$(CACHE)/meta.json: $(MANIFEST) $(DATA_SOURCES)
+	$(if $(DATA),$(PYTHON) -m tcl validate $(MANIFEST))
+	$(PYTHON) -m tcl preprocess --manifest $(MANIFEST) --out $(CACHE) --size $(SIZE) $(QUIET)
+
+$(SPLITS): $(MANIFEST) tcl/data/splits.py
+	$(PYTHON) -m tcl splits --manifest $(MANIFEST) --out $@ --draws 3 --seed 666
+
+$(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl/report.py tcl/plots.py
+	$(NOTEBOOK) $< $@ $(COMMON)
+
+# One training notebook per configuration and draw; the run's predictions.csv is the target.
+define TRAIN_RULE
+$(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
+	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(COMMON) -p config $(1) -p draw $(2)
+endef
+$(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
+
+$(RADIOMICS) &: $(MANIFEST) $(SPLITS) tcl/radiomics.py
+	$(PYTHON) -m tcl radiomics --manifest $(MANIFEST) --splits $(SPLITS) --out $(RUNS)/radiomics
+
+$(EVAL)/metrics_summary.csv: $(RUN_TARGETS) $(RADIOMICS) $(EVAL_SOURCES)
+	$(PYTHON) -m tcl evaluate $(RUNS) --out $(EVAL)
+
+$(NBOUT)/0%.ipynb: notebooks/0%.ipynb $(EVAL)/metrics_summary.csv $(NBOUT)/01_data.ipynb
+	$(NOTEBOOK) $< $@ $(COMMON)

@@ -140,3 +140,40 @@ def forest_plot(delong: pd.DataFrame, title: str = "") -> plt.Figure:
         ax.set(xlabel="AUC(proposed) − AUC(other)", title=f"{title} {task}".strip())
     fig.tight_layout()
     return fig
+
+
+CLASS_COLOURS = {
+    "low_grade": "#4C72B0",
+    "high_grade_noninvasive": "#DD8452",
+    "high_grade_invasive": "#C44E52",
+}
+
+
+def embedding_scatter(points: dict[str, np.ndarray], classes: list[str]) -> plt.Figure:
+    """One 2-D scatter per feature set, patients coloured by cohort class.
+
+    Args:
+        points: ``{title: [N, 2] coordinates}`` (e.g. the PCA of each feature set).
+        classes: cohort class of each of the N patients (tcl.data.splits.patient_class).
+    """
+    fig, axes = plt.subplots(1, len(points), figsize=(4.2 * len(points), 4), squeeze=False)
+    classes_array = np.asarray(classes)
+    for ax, (title, xy) in zip(axes[0], points.items(), strict=True):
+        for name, colour in CLASS_COLOURS.items():
+            chosen = classes_array == name
+            ax.scatter(*xy[chosen].T, s=8, c=colour, alpha=0.7, label=name.replace("_", " "))
+        ax.set(title=title, xticks=[], yticks=[], xlabel="PC 1", ylabel="PC 2")
+    axes[0, 0].legend(fontsize=7, markerscale=2)
+    fig.tight_layout()
+    return fig
+
+
+def r2_heatmap(table: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Rows = feature sets, columns = latent factors, cells = cross-validated R²."""
+    import seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(6, 2.8))
+    sns.heatmap(table.astype(float), annot=True, fmt=".2f", vmin=0, vmax=1, cmap="viridis", ax=ax)
+    ax.set(title=title or "linear predictability of each latent factor (out-of-fold R²)")
+    fig.tight_layout()
+    return fig

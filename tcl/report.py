@@ -83,17 +83,17 @@ def table1(manifest: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_table1(table: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 for people: "ours (paper)" in each cell."""
+    """Table 1 for people: "ours [paper]" in each cell."""
     return pd.DataFrame(
         {
             "Class": table["class"],
-            "n": [f"{r.n} ({r.paper_n})" for r in table.itertuples()],
+            "n": [f"{r.n} [{r.paper_n}]" for r in table.itertuples()],
             "Age": [
-                f"{r.age_mean:.2f}±{r.age_sd:.2f} ({r.paper_age_mean:.2f}±{r.paper_age_sd:.2f})"
+                f"{r.age_mean:.2f} ± {r.age_sd:.2f} [{r.paper_age_mean:.2f} ± {r.paper_age_sd:.2f}]"
                 for r in table.itertuples()
             ],
             "Male/Female": [
-                f"{r.male}/{r.female} ({r.paper_male}/{r.paper_female})" for r in table.itertuples()
+                f"{r.male}/{r.female} [{r.paper_male}/{r.paper_female}]" for r in table.itertuples()
             ],
         }
     )

@@ -29,7 +29,7 @@ def test_table1_counts_and_paper_values():
     assert (invasive.n, invasive.male, invasive.paper_n) == (4, 4, 62)
     assert invasive.age_sd == 0
     formatted = report.format_table1(report.table1(manifest_frame()))
-    assert formatted.loc[0, "n"] == "10 (652)"
+    assert formatted.loc[0, "n"] == "10 [652]"
 
 
 def summary_frame() -> pd.DataFrame:
