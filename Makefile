@@ -100,6 +100,7 @@ REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 0
 endif
 
 pipeline: announce $(REPORTS)
+	$(if $(or $(DATA),$(filter smoke,$(PROFILE))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE))
 	@echo "tcl: done — profile $(PROFILE); tables and figures in $(FIGURES)/, notebooks in $(NBOUT)/"
 
 announce:

@@ -193,3 +193,43 @@ def caption(title: str, profile: str, cohort: str) -> str:
     """A caption that always says where the numbers came from."""
     source = "SYNTHETIC cohort (not the paper's data)" if cohort.startswith("synthetic") else cohort
     return f"{title} — profile `{profile}`, cohort: {source}; [paper value] in brackets."
+
+
+README_START = "<!-- results:start (written by `make all`; do not edit by hand) -->"
+README_END = "<!-- results:end -->"
+
+
+def update_readme(readme: str | os.PathLike, figures_dir: str | os.PathLike, profile: str) -> None:
+    """Replace the results block of ``readme`` with the tables under ``figures_dir``.
+
+    The block lies between :data:`README_START` and :data:`README_END`; the tables are the
+    Markdown files the notebooks wrote (table2, table3, delong summary), so the README shows
+    what the last run produced and nothing typed by hand.
+    """
+    readme, figures_dir = Path(readme), Path(figures_dir)
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} has no results block ({README_START} … {README_END})")
+    parts = [f"Last `make all` with profile `{profile}` (commit `{_commit()}`):\n"]
+    for name in ("table1", "table2", "table3"):
+        path = figures_dir / f"{name}.md"
+        if path.is_file():
+            parts.append(path.read_text())
+    block = "\n".join(parts)
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    write_text_atomic(readme, f"{head}{README_START}\n{block}\n{README_END}{tail}")
+
+
+def _commit() -> str:
+    from tcl.utils import git_commit
+
+    return git_commit()[:12]
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 5 or sys.argv[1] != "readme":
+        sys.exit("usage: python -m tcl.report readme README.md FIGURES_DIR PROFILE")
+    update_readme(sys.argv[2], sys.argv[3], sys.argv[4])

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tcl import report
 
@@ -71,3 +72,20 @@ def test_write_table_writes_three_formats(tmp_path):
     latex = paths["tex"].read_text()
     assert r"\toprule" in latex and r"$\pm$" in latex and "SYNTHETIC" in latex
     assert pd.read_csv(paths["csv"]).shape[0] == len(tidy)
+
+
+def test_update_readme_replaces_only_the_results_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# Title\n\nbefore\n{report.README_START}\nold\n{report.README_END}\nafter\n"
+    )
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "table2.md").write_text("| a |\n|---|\n| 1 |\n")
+    report.update_readme(readme, figures, "quick")
+    text = readme.read_text()
+    assert "old" not in text and "| 1 |" in text and "profile `quick`" in text
+    assert text.startswith("# Title\n\nbefore\n") and text.endswith(f"{report.README_END}\nafter\n")
+    readme.write_text("no block")
+    with pytest.raises(ValueError, match="results block"):
+        report.update_readme(readme, figures, "quick")
