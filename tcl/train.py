@@ -54,18 +54,9 @@ from torch import nn
 
 from tcl.augment import augment
 from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
+from tcl.metrics import PREDICTION_COLUMNS
 from tcl.utils import TclError, atomic_path, provenance, seed_everything, write_text_atomic
 
-PREDICTION_COLUMNS = (
-    "patient_id",
-    "draw",
-    "p_invasion",
-    "p_high_grade",
-    "invasion",
-    "high_grade",
-    "pred_invasion",
-    "pred_high_grade",
-)
 CHECKPOINT = "checkpoint.pt"
 OUTPUTS = ("predictions.csv", "history.csv", "run.json", "model.pt")
 

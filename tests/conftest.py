@@ -13,6 +13,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_one_thread():
+    """Every test runs torch on one thread: the suite's tensors are tiny, and on a shared 2-core
+    machine the OpenMP hand-offs between two threads cost far more than the work (the model
+    tests took 41 s on two threads against 7 s on one)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 TINY_SHAPE = (40, 40, 8)  # X, Y, Z voxels
 # (patient_id, who_grade, invasion, sex, box x0, x1, y0, y1): non-square boxes on purpose
 TINY_PATIENTS = (

@@ -12,17 +12,6 @@ from tcl.config import CONFIGS
 from tcl.losses import task_contrastive_loss, total_loss
 from tcl.utils import TclError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run on one thread: these tensors are tiny, and on a shared 2-core machine the OpenMP
-    hand-offs between two threads cost far more than the work (41 s versus 7 s measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 E1, E2 = torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]])
 
 

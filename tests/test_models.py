@@ -15,17 +15,6 @@ from tcl.models import SWITCHES, build, count_parameters
 from tcl.models.resnet3d import resnet34_trunk
 from tcl.utils import TclError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Run on one thread: these tensors are tiny, and on a shared 2-core machine the OpenMP
-    hand-offs between two threads cost far more than the work (41 s versus 7 s measured)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 WIDTH = 4
 SIZE = (32, 32, 12)
 BATCH = 4
