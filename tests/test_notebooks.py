@@ -1,0 +1,60 @@
+"""The numbered notebooks and the runner make uses (tcl.notebooks)."""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from tcl.notebooks import run_notebook
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("0*.ipynb"))
+
+
+def test_the_six_numbered_notebooks_exist():
+    names = [p.stem for p in NOTEBOOKS]
+    assert names == [
+        "01_data",
+        "02_train",
+        "03_comparison",
+        "04_ablation",
+        "05_significance",
+        "06_representations",
+    ]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_is_clean_and_has_one_parameters_cell(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "commit without outputs"
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    assert "profile: str" in tagged[0].source
+    assert notebook.metadata["kernelspec"]["name"] == "python3"
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    notebook = new_notebook(cells=[new_code_cell(s) for s in sources])
+    notebook.cells[0].metadata["tags"] = ["parameters"]
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_runner_injects_parameters_and_names_the_failing_cell(tmp_path):
+    good = write_notebook(tmp_path / "good.ipynb", "value = 1", "assert value == 7")
+    out = run_notebook(good, tmp_path / "out" / "good.ipynb", {"value": 7})
+    assert out.is_file()
+
+    bad = write_notebook(tmp_path / "bad.ipynb", "value = 1", "x = 2", "raise ValueError('boom')")
+    target = tmp_path / "out" / "bad.ipynb"
+    with pytest.raises(RuntimeError, match=r"bad\.ipynb failed in cell .*ValueError: boom"):
+        run_notebook(bad, target)
+    assert not target.exists()  # no complete-looking output for make
+    assert (tmp_path / "out" / "bad.failed.ipynb").is_file()
+    assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
