@@ -8,7 +8,7 @@
 #   PROFILE=auto|paper|quick|smoke   auto = paper when CUDA is available, else quick
 #   DATA=path/to/manifest.csv        a real cohort instead of the synthetic one
 #   PYTHON=/path/to/python           use an existing environment instead of .venv/
-#   make -j N all                    trainings in parallel (CPU-only machines: keep N small)
+#   make -j N all THREADS=k          N trainings in parallel, k CPU threads each (k·N ≤ cores)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SECONDARY:
@@ -19,6 +19,8 @@ TORCH   ?= torch==2.13.0
 BOOTSTRAP_PYTHON ?= python3
 PROFILE ?= auto
 DATA    ?=
+# CPU threads per training; 0 = all cores. With make -j N, use cores/N.
+THREADS ?= 0
 
 CONFIGS := efmt mfmt mmoe maml baseline1 baseline2 baseline3 baseline4 proposed
 DRAWS   := 0 1 2
@@ -52,7 +54,7 @@ all: env
 
 test: env
 	$(PYTHON) -m pytest -q
-	$(MAKE) --no-print-directory -j2 pipeline PROFILE=smoke
+	$(MAKE) --no-print-directory -j2 pipeline PROFILE=smoke THREADS=1
 
 lint: env
 	$(PYTHON) -m ruff check tcl tests
@@ -126,7 +128,7 @@ $(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl
 # One training notebook per configuration and draw; the run's predictions.csv is the target.
 define TRAIN_RULE
 $(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
-	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(COMMON) -p config $(1) -p draw $(2)
+	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(COMMON) -p config $(1) -p draw $(2) -p threads $(THREADS)
 endef
 $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
 
