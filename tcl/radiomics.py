@@ -36,12 +36,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 
+from tcl.data.manifest import MODALITIES
 from tcl.data.nifti import load_volume
-from tcl.metrics import PREDICTION_COLUMNS
+from tcl.metrics import PREDICTION_COLUMNS, TASKS
 from tcl.utils import TclError, atomic_path
 
-MODALITIES = ("t1c", "flairc", "adc")
-TASKS = ("invasion", "high_grade")
 GLCM_LEVELS = 16
 REGULARISATION_C = 0.1
 RING_REFERENCE_MM = 15.0  # normal tissue band around the lesion used to normalise intensities

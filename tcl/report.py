@@ -13,15 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tcl.data.splits import CLASSES, patient_class
+from tcl.data.splits import CLASSES, PAPER_TABLE1, patient_class
 from tcl.utils import write_text_atomic
 
-# Paper Table 1 (paper-facts.md): n, age mean, age SD, male, female per class.
-PAPER_TABLE1 = {
-    "low_grade": (652, 56.75, 10.70, 139, 513),
-    "high_grade_invasive": (62, 55.77, 11.97, 26, 36),
-    "high_grade_noninvasive": (86, 55.52, 12.46, 39, 47),
-}
 CLASS_LABELS = {
     "low_grade": "Low grade (WHO I), no invasion",
     "high_grade_invasive": "High grade (WHO II/III), invasion",

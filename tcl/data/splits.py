@@ -20,8 +20,15 @@ import pandas as pd
 
 from tcl.utils import TclError, provenance, write_text_atomic
 
+# The paper's Table 1 per class: n, age mean, age SD, male, female (paper-facts.md). The one home
+# of these numbers: the synthetic generator and the report tables read them from here.
+PAPER_TABLE1 = {
+    "low_grade": (652, 56.75, 10.70, 139, 513),
+    "high_grade_invasive": (62, 55.77, 11.97, 26, 36),
+    "high_grade_noninvasive": (86, 55.52, 12.46, 39, 47),
+}
 # Paper cohort (800) and its training counts per class.
-PAPER_CLASS_SIZES = {"low_grade": 652, "high_grade_invasive": 62, "high_grade_noninvasive": 86}
+PAPER_CLASS_SIZES = {name: row[0] for name, row in PAPER_TABLE1.items()}
 PAPER_TRAIN_COUNTS = {"low_grade": 145, "high_grade_invasive": 44, "high_grade_noninvasive": 25}
 CLASSES = tuple(PAPER_CLASS_SIZES)
 

@@ -96,24 +96,28 @@ import pandas as pd
 from scipy.ndimage import gaussian_filter
 from scipy.special import ndtr, ndtri
 
+from tcl.data.manifest import MODALITIES
 from tcl.data.nifti import save_volume
+from tcl.data.splits import PAPER_TABLE1
 from tcl.utils import TclError, atomic_path
 
 # ----------------------------------------------------------------------------- cohort constants
 CLASSES = ("LG", "HG_inv", "HG_noninv")
 """The paper's three groups: WHO I without invasion, high grade with, high grade without."""
 
-PAPER_COUNTS = {"LG": 652, "HG_inv": 62, "HG_noninv": 86}
+# The paper's class names (tcl.data.splits) for this module's short ones.
+PAPER_CLASS = {
+    "LG": "low_grade",
+    "HG_inv": "high_grade_invasive",
+    "HG_noninv": "high_grade_noninvasive",
+}
+
+PAPER_COUNTS = {c: PAPER_TABLE1[PAPER_CLASS[c]][0] for c in CLASSES}
 """Table 1 of the paper (N = 800)."""
 
 # Table 1: age mean, age SD, male count, female count per class.
-DEMOGRAPHICS = {
-    "LG": (56.75, 10.7, 139, 513),
-    "HG_inv": (55.77, 11.97, 26, 36),
-    "HG_noninv": (55.52, 12.46, 39, 47),
-}
+DEMOGRAPHICS = {c: PAPER_TABLE1[PAPER_CLASS[c]][1:] for c in CLASSES}
 SCANNERS = ("Skyra", "Trio", "Avanto", "Prisma")
-MODALITIES = ("t1c", "flairc", "adc")
 
 # Latent class means (A, G, I) before kappa scaling (signs §5). HG_inv's G is a mixture.
 CLASS_MEANS = {"LG": (0.0, 0.0, 0.0), "HG_noninv": (1.2, 1.3, 0.3), "HG_inv": (1.5, None, 1.9)}
