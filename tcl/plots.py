@@ -11,12 +11,11 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from tcl.metrics import TASK_FROM_PAPER
 from tcl.report import CONFIG_LABELS
 from tcl.utils import atomic_path
 
 MODALITY_LABELS = {"t1c": "T1C", "flairc": "FLAIR-C", "adc": "ADC"}
-SCORE_COLUMNS = {"invasion": "p_invasion", "high_grade": "p_high_grade", "grade": "p_high_grade"}
-LABEL_COLUMNS = {"invasion": "invasion", "high_grade": "high_grade", "grade": "high_grade"}
 
 
 def save_figure(fig: plt.Figure, out_dir: str | os.PathLike, name: str) -> list[Path]:
@@ -74,7 +73,8 @@ def roc_pr_curves(predictions: dict[str, pd.DataFrame], task: str, title: str = 
     """
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(10, 4.5))
     for config, table in predictions.items():
-        y, p = table[LABEL_COLUMNS[task]].to_numpy(), table[SCORE_COLUMNS[task]].to_numpy()
+        column = TASK_FROM_PAPER.get(task, task)  # accepts the paper's "grade" too
+        y, p = table[column].to_numpy(), table[f"p_{column}"].to_numpy()
         fpr, tpr, _ = roc_curve(y, p)
         precision, recall, _ = precision_recall_curve(y, p)
         label = CONFIG_LABELS.get(config, config)
