@@ -411,6 +411,7 @@ def train_run(
     compile: bool = False,
     grad_accum: int = 1,
     force: bool = False,
+    retrain: bool = False,
     max_epochs: int | None = None,
     threads: int | None = None,
 ) -> Path:
@@ -430,12 +431,17 @@ def train_run(
         compile: wrap the model in torch.compile for the training steps.
         grad_accum: split each batch into this many micro-batches (same effective batch).
         force: discard a finished run or a checkpoint in ``out_dir`` and start over.
+        retrain: discard a finished run (whatever its settings) and a checkpoint with other
+            settings, but resume a checkpoint with these settings. This is what ``make`` means
+            when it finds a run out of date (its code, cache or splits changed): train again,
+            yet continue an interrupted training instead of restarting it.
         max_epochs: stop after this many epochs in total without finishing (test hook that
             simulates a kill; rerun without it to resume).
         threads: CPU threads (default all cores; see :func:`configure_backend`).
 
     A finished run with the same settings is left as is (a message says so); a checkpoint with
-    the same settings is resumed; different settings raise TclError unless ``force``.
+    the same settings is resumed; different settings raise TclError unless ``force`` or
+    ``retrain``.
     """
     config = check_config(config)
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -465,6 +471,8 @@ def train_run(
     }
     key = json.loads(json.dumps(key))  # tuples → lists, so it compares equal after a round trip
     checkpoint_path = out_dir / CHECKPOINT
+    if retrain:
+        (out_dir / "predictions.csv").unlink(missing_ok=True)
     if (out_dir / "predictions.csv").exists() and not force:
         previous = (
             json.loads((out_dir / "run.json").read_text()).get("key")
@@ -481,7 +489,9 @@ def train_run(
     checkpoint = None
     if checkpoint_path.exists() and not force:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if checkpoint["key"] != key:
+        if checkpoint["key"] != key and retrain:
+            checkpoint = None  # another run's state: start over (the files go below)
+        elif checkpoint["key"] != key:
             raise TclError(
                 f"{checkpoint_path} belongs to a run with other settings (config, draw, profile, "
                 "seed, cache or splits differ); choose another --out or pass --force to discard it"

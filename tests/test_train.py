@@ -186,6 +186,30 @@ def test_finished_run_is_kept_and_other_settings_are_refused(cohort, smoke_runs)
         run(cohort, done, seed=5)
 
 
+def test_retrain_replaces_a_finished_run_but_resumes_its_own_checkpoint(cohort, tmp_path, capsys):
+    out = run(cohort, tmp_path / "run")
+    stamp = (out / "predictions.csv").stat().st_mtime_ns
+    run(cohort, out, seed=5, retrain=True)  # other settings: replaced, not refused
+    assert (out / "predictions.csv").stat().st_mtime_ns != stamp
+    assert json.loads((out / "run.json").read_text())["seed"] == 5
+    stamp = (out / "predictions.csv").stat().st_mtime_ns
+    run(cohort, out, seed=5, retrain=True)  # same settings: trained again, not skipped
+    assert (out / "predictions.csv").stat().st_mtime_ns != stamp
+
+    whole = run(cohort, tmp_path / "whole", profile=LONGER)
+    killed = tmp_path / "killed"
+    run(cohort, killed, profile=LONGER, max_epochs=3)
+    capsys.readouterr()
+    run(cohort, killed, profile=LONGER, retrain=True)  # its own checkpoint: resumed
+    assert "resuming" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(predictions(killed), predictions(whole))
+    run(cohort, tmp_path / "other", profile=LONGER, max_epochs=3)
+    capsys.readouterr()
+    run(cohort, tmp_path / "other", retrain=True)  # another profile's checkpoint: start over
+    assert "resuming" not in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "other" / "history.csv")) == SMOKE.epochs
+
+
 def test_gradient_accumulation_and_saved_weights(cohort, tmp_path):
     out = run(cohort, tmp_path / "accum", grad_accum=2, save_weights=True)
     assert (out / "model.pt").exists() and len(predictions(out)) == 12
