@@ -60,20 +60,32 @@ PAPER = Profile(name="paper")
 # quick: the paper's protocol shrunk to fit 27 runs (9 configurations × 3 draws) in about 45
 # minutes on a 2-core CPU, ≈ 100 s per run: half the in-plane and slice resolution (64×64×12, a
 # clean 2× downscale; crop_min 50 = 100/128 of 64), width 8 (channels 8-16-32-64 instead of
-# 64-…-512), 14 epochs instead of 100. The schedule keeps its shape: 1 warm-up epoch, then ×0.75
-# every epoch, so the last epoch runs at 0.75^13 ≈ 2.4 % of the peak LR (paper: 1.8 %); L_con
-# switches on after 4 of 14 epochs (paper: 30 of 100). Batch 32, Adam, weight decay, dropout,
-# loss weights, τ and the augmentations are the paper's. Measured (proposed, draw 0, synthetic
-# 800-patient cohort, shared 2-core CPU): ≈ 80–100 s, test AUC ≈ 0.79 invasion / 0.69 grade.
+# 64-…-512), 14 epochs instead of 100. The schedule keeps its shape: 1 warm-up epoch, then ×0.85
+# every epoch, so the last epoch runs at 0.85^13 ≈ 12 % of the peak LR (paper: 1.8 % after 100);
+# L_con switches on after 4 of 14 epochs (paper: 30 of 100). Batch 32, Adam, weight decay, loss
+# weights, τ and the augmentations are the paper's.
+# Two departures, both because 14 epochs of 6 steps (214 training patients, batch 32, drop_last)
+# are 84 optimiser steps against the paper's 600:
+# - dropout 0.2 instead of 0.5: at width 8 the heads' last hidden layer has 8 units (32 at paper
+#   width), and dropping half of them every step kept the training loss above the class-prior
+#   entropy; the networks predicted the prior.
+# - ×0.85 instead of ×0.75 per epoch, so the LR does not vanish before the steps run out.
+# Measured (proposed, draw 0, synthetic cohort, one thread while a second run shared the 2-core
+# CPU): with dropout 0.5 and ×0.75 the final training cls losses were 0.63 / 0.62 (prior
+# entropies 0.51 invasion, 0.63 grade) and test AUC 0.800 / 0.713; with these settings 0.45 /
+# 0.48 and 0.813 / 0.718, at the same time per run. Baseline3, which collapsed under the old
+# settings (quick AUC 0.67 / 0.61), reaches 0.826 / 0.742. Smaller batches (16, 8) lowered the
+# training loss further but not the test AUC, at 25–35 % more time.
 QUICK = replace(
     PAPER,
     name="quick",
     size=(64, 64, 12),
     width=8,
     epochs=14,
+    dropout=0.2,
     warmup_epochs=1,
     step_size=1,
-    gamma=0.75,
+    gamma=0.85,
     contrastive_from_epoch=4,
     crop_min=50,
     checkpoint_every=2,
