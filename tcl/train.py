@@ -265,12 +265,33 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Softmax probabilities of class 1 for both tasks, eval mode.
 
+    Runs out of GPU memory gracefully: the batch is halved and the prediction restarted, down
+    to single patients, because the model in memory is a finished training that has no
+    checkpoint to resume from. Outputs do not depend on the batch (eval-mode BatchNorm).
+
     Args:
         volumes: [N_all, 3, H, W, D] cache array (memory-mapped); ``rows`` selects patients.
     Returns:
         p_invasion [len(rows)], p_high_grade [len(rows)] as float64 arrays.
     """
     model.eval()
+    while True:
+        try:
+            return _predict_batches(model, volumes, rows, batch_size, device)
+        except torch.OutOfMemoryError:
+            if batch_size == 1:
+                raise TclError(
+                    "CUDA ran out of memory predicting a single test patient; use a GPU with "
+                    "more memory or a smaller profile"
+                ) from None
+            batch_size = max(1, batch_size // 2)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _predict_batches(
+    model: nn.Module, volumes: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device
+) -> tuple[np.ndarray, np.ndarray]:
     p_invasion, p_high_grade = [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
