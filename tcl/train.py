@@ -729,7 +729,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="split each batch into N micro-batches (effective batch unchanged; for GPU memory)",
+        help="split each batch into N micro-batches (for GPU memory): the gradient is the "
+        "batch's, but BatchNorm normalises each micro-batch with its own statistics",
     )
 
 
