@@ -9,6 +9,7 @@
 #   DATA=path/to/manifest.csv        a real cohort instead of the synthetic one
 #   PYTHON=/path/to/python           use an existing environment instead of .venv/
 #   make -j N all THREADS=k          N trainings in parallel, k CPU threads each (k·N ≤ cores)
+#   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SECONDARY:
@@ -21,6 +22,9 @@ PROFILE ?= auto
 DATA    ?=
 # CPU threads per training; 0 = all cores. With make -j N, use cores/N.
 THREADS ?= 0
+# GPU ids the trainings share out, one per training at a time (tcl.notebooks --gpus); empty =
+# every training sees all GPUs and uses the first.
+GPUS    ?=
 
 CONFIGS := efmt mfmt mmoe maml baseline1 baseline2 baseline3 baseline4 proposed
 DRAWS   := 0 1 2
@@ -128,7 +132,7 @@ $(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl
 # One training notebook per configuration and draw; the run's predictions.csv is the target.
 define TRAIN_RULE
 $(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
-	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(COMMON) -p config $(1) -p draw $(2) -p threads $(THREADS) -p retrain True
+	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) -p threads $(THREADS) -p retrain True
 endef
 $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
 

@@ -5,13 +5,23 @@
 OUTPUT only if every cell ran (a temporary name, then rename), and on failure names the notebook
 and the cell, keeps the partial copy as ``OUTPUT.failed.ipynb`` for inspection and exits 1.
 Parameters are parsed as YAML scalars/lists (so ``-p size "[64, 64, 12]"`` gives a list).
+
+``--gpus 0,1,2,3`` gives the notebook one GPU of the list to itself: the first one no other
+notebook holds (a lock file per GPU; it waits while all are taken), exposed to the kernel as
+``CUDA_VISIBLE_DEVICES``. This is how ``make -j 4 all GPUS=0,1,2,3`` runs four trainings at once,
+one per GPU, whatever order make finishes them in.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
@@ -19,6 +29,57 @@ import yaml
 from tcl.utils import atomic_path
 
 KERNEL = "python3"
+GPU_LOCKS = Path(tempfile.gettempdir()) / "tcl-gpu-locks"
+
+
+@contextlib.contextmanager
+def gpu_slot(
+    gpus: Sequence[str], lock_dir: Path | None = None, poll_seconds: float = 2.0
+) -> Iterator[str]:
+    """Hold the first GPU of ``gpus`` that nobody else holds; yield its id.
+
+    The locks are ``flock``s on ``<lock_dir>/<id>.lock`` (default GPU_LOCKS, shared by every
+    checkout on the machine): the kernel releases them when the holder exits, crashed or not,
+    so a killed job never leaves its GPU reserved.
+    """
+    if not gpus:
+        raise ValueError("gpu_slot needs at least one GPU id")
+    lock_dir = lock_dir or GPU_LOCKS
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for gpu in gpus:
+            handle = open(lock_dir / f"{gpu}.lock", "w")  # held across the yield
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.close()
+                continue
+            try:
+                yield gpu
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                handle.close()
+            return
+        time.sleep(poll_seconds)
+
+
+@contextlib.contextmanager
+def visible_gpu(gpus: Sequence[str] | None) -> Iterator[str | None]:
+    """With ``gpus``, hold one of them (gpu_slot) and set CUDA_VISIBLE_DEVICES to it meanwhile,
+    so that a kernel started inside sees only that GPU; without, change nothing."""
+    if not gpus:
+        yield None
+        return
+    before = os.environ.get("CUDA_VISIBLE_DEVICES")
+    with gpu_slot(gpus) as gpu:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+        try:
+            yield gpu
+        finally:
+            if before is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = before
 
 
 def run_notebook(
@@ -64,11 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         "-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
     )
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell")
+    parser.add_argument(
+        "--gpus",
+        default="",
+        help="comma-separated GPU ids; the notebook runs on the first free one (see above)",
+    )
     args = parser.parse_args(argv)
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
-    print(f"[notebook] {args.source} -> {args.output} {parameters}", flush=True)
+    gpus = [gpu.strip() for gpu in args.gpus.split(",") if gpu.strip()]
     try:
-        run_notebook(args.source, args.output, parameters, timeout=args.timeout)
+        with visible_gpu(gpus) as gpu:
+            on_gpu = f" on GPU {gpu}" if gpu is not None else ""
+            print(f"[notebook] {args.source} -> {args.output}{on_gpu} {parameters}", flush=True)
+            run_notebook(args.source, args.output, parameters, timeout=args.timeout)
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

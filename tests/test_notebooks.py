@@ -58,3 +58,43 @@ def test_runner_injects_parameters_and_names_the_failing_cell(tmp_path):
     assert not target.exists()  # no complete-looking output for make
     assert (tmp_path / "out" / "bad.failed.ipynb").is_file()
     assert not [p for p in (tmp_path / "out").iterdir() if ".tmp" in p.name]
+
+
+def test_gpu_slots_give_each_job_its_own_gpu_and_free_it_on_exit(tmp_path):
+    import threading
+
+    from tcl.notebooks import gpu_slot
+
+    locks = tmp_path / "locks"
+    got: list[str] = []
+
+    def third_job() -> None:
+        with gpu_slot(["3", "5"], locks, poll_seconds=0.01) as gpu:
+            got.append(gpu)
+
+    with gpu_slot(["3", "5"], locks) as first, gpu_slot(["3", "5"], locks) as second:
+        assert (first, second) == ("3", "5")
+        waiter = threading.Thread(target=third_job)
+        waiter.start()
+        waiter.join(0.3)
+        assert waiter.is_alive() and not got  # both taken: the third job waits
+    waiter.join(5)
+    assert got == ["3"]  # the first GPU freed
+    with gpu_slot(["3"], locks) as gpu:  # and the third job freed it again
+        assert gpu == "3"
+
+
+def test_runner_shows_the_kernel_only_its_gpu(tmp_path, monkeypatch):
+    import os
+
+    from tcl.notebooks import main
+
+    monkeypatch.setattr("tcl.notebooks.GPU_LOCKS", tmp_path / "locks")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    source, output = tmp_path / "gpu.ipynb", tmp_path / "out" / "gpu.ipynb"
+    cell = new_code_cell("import os\nprint('visible', os.environ.get('CUDA_VISIBLE_DEVICES'))")
+    nbformat.write(new_notebook(cells=[cell]), source)
+    assert main([str(source), str(output), "--gpus", "2, 1"]) == 0
+    text = "".join(o.get("text", "") for o in nbformat.read(output, 4).cells[0].outputs)
+    assert "visible 2" in text
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2"  # restored
