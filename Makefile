@@ -87,14 +87,17 @@ else
 endif
 CACHE     := data/$(COHORT)/$(SIZE_NAME)
 SPLITS    := data/$(COHORT)/splits.json
-RESULTS   := results/$(PROFILE)
+# Your own cohort's outputs sit beside the synthetic ones instead of replacing them.
+RESULTS   := results/$(PROFILE)$(if $(DATA),-$(COHORT))
 RUNS      := $(RESULTS)/runs
 NBOUT     := $(RESULTS)/notebooks
 EVAL      := $(RESULTS)/evaluation
-FIGURES   := figures/$(PROFILE)
+FIGURES   := figures/$(PROFILE)$(if $(DATA),-$(COHORT))
 NOTEBOOK  := $(PYTHON) -m tcl.notebooks
 QUIET     := $(if $(filter smoke,$(PROFILE)),--quiet)  # no progress bars in test logs
-COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest ../$(MANIFEST) \
+# Notebooks run in notebooks/: a relative path gets ../ in front, an absolute one (DATA=/...) not.
+from_notebooks = $(if $(filter /%,$(1)),$(1),../$(1))
+COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest $(call from_notebooks,$(MANIFEST)) \
              -p cache ../$(CACHE) -p splits ../$(SPLITS) -p results ../$(RESULTS) \
              -p figures ../$(FIGURES)
 DATA_SOURCES  := $(wildcard tcl/data/*.py)
