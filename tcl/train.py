@@ -284,7 +284,7 @@ def predict(
                     "CUDA ran out of memory predicting a single test patient; use a GPU with "
                     "more memory or a smaller profile"
                 ) from None
-            batch_size = max(1, batch_size // 2)
+            batch_size //= 2
             if device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -510,13 +510,14 @@ def train_run(
     checkpoint = None
     if checkpoint_path.exists() and not force:
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if checkpoint["key"] != key and retrain:
+        if checkpoint["key"] != key:
+            if not retrain:
+                raise TclError(
+                    f"{checkpoint_path} belongs to a run with other settings (config, draw, "
+                    "profile, seed, cache or splits differ); choose another --out or pass --force "
+                    "to discard it"
+                )
             checkpoint = None  # another run's state: start over (the files go below)
-        elif checkpoint["key"] != key:
-            raise TclError(
-                f"{checkpoint_path} belongs to a run with other settings (config, draw, profile, "
-                "seed, cache or splits differ); choose another --out or pass --force to discard it"
-            )
     if checkpoint is None:  # a fresh start: nothing old may look like part of this run
         for name in (*OUTPUTS, CHECKPOINT):
             (out_dir / name).unlink(missing_ok=True)
