@@ -16,7 +16,9 @@ TINY_SHAPE = (64, 64, 12)
 N_TINY = 8
 MANIFEST_HEAD = [
     "patient_id", "who_grade", "invasion", "age", "sex", "scanner", "t1c", "flairc", "adc", "mask",
+    "signs",
 ]  # fmt: skip
+FILES_PER_PATIENT = 5  # t1c, flairc, adc, mask, signs
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +94,7 @@ def _arrays(folder: Path) -> dict[str, np.ndarray]:
 def test_output_is_identical_whatever_the_worker_count(tiny_cohorts):
     one, two = tiny_cohorts
     a, b = _arrays(one), _arrays(two)
-    assert list(a) == list(b) and len(a) == 4 * N_TINY
+    assert list(a) == list(b) and len(a) == FILES_PER_PATIENT * N_TINY
     for name in a:
         assert a[name].dtype == b[name].dtype
         assert np.array_equal(a[name], b[name]), name
@@ -102,8 +104,8 @@ def test_output_is_identical_whatever_the_worker_count(tiny_cohorts):
 def test_manifest_columns_and_paths(tiny_cohorts):
     one, _ = tiny_cohorts
     manifest = pd.read_csv(one / "manifest.csv")
-    assert list(manifest.columns[:10]) == MANIFEST_HEAD
-    latent = [c for c in manifest.columns[10:]]
+    assert list(manifest.columns[: len(MANIFEST_HEAD)]) == MANIFEST_HEAD
+    latent = [c for c in manifest.columns[len(MANIFEST_HEAD) :]]
     assert all(c.startswith("latent_") for c in latent)
     for needed in (
         "latent_aggressiveness",
@@ -119,7 +121,7 @@ def test_manifest_columns_and_paths(tiny_cohorts):
     assert len(manifest) == N_TINY
     assert set(manifest.who_grade) <= {1, 2, 3} and set(manifest.sex) <= {"M", "F"}
     assert (manifest.loc[manifest.invasion == 1, "who_grade"] >= 2).all()
-    for column in ("t1c", "flairc", "adc", "mask"):
+    for column in ("t1c", "flairc", "adc", "mask", "signs"):
         for relative in manifest[column]:
             assert not Path(relative).is_absolute() and (one / relative).is_file()
 
@@ -180,3 +182,79 @@ def test_cli_writes_a_cohort(tmp_path, capsys):
     assert len(manifest) == 3 and set(manifest.invasion) <= {0, 1}
     with pytest.raises(TclError, match="shape"):
         synth.cli(["--out", str(out), "--shape", "2", "2", "2", "--quiet"])
+
+
+# ---------------------------------------------------------------------------- the sign map
+
+# sign family -> the manifest column that says whether the generator drew it
+SIGN_LATENT = {
+    "oedema": "latent_oedema",
+    "fingers": "latent_fingers",
+    "mushroom_neck": "latent_mushroom",
+    "feeders": "latent_feeders",
+    "necrosis": "latent_necrosis",
+    "cyst": "latent_cyst",
+    "dural_tail": "latent_tail",
+    "calcification": "latent_calcification",
+}
+
+
+def test_sign_map_lies_on_the_image_grid_and_agrees_with_mask_and_manifest(tiny_cohorts):
+    one, _ = tiny_cohorts
+    manifest = pd.read_csv(one / "manifest.csv")
+    label = synth.SIGN_FAMILIES
+    tumour_families = [
+        label[f] for f in ("tumour", "interface", "fingers", "mushroom_neck", "cyst", "necrosis")
+    ] + [label["calcification"]]
+    for row in manifest.itertuples():
+        signs_image = nib.load(str(one / row.signs))
+        t1c_image = nib.load(str(one / row.t1c))
+        assert signs_image.shape == t1c_image.shape
+        np.testing.assert_allclose(signs_image.affine, t1c_image.affine)
+        signs = np.asarray(signs_image.dataobj)
+        mask = np.asarray(nib.load(str(one / row.mask)).dataobj)
+        assert signs.dtype == np.uint8
+        assert set(np.unique(signs)) <= {0, *synth.SIGN_LABELS}, row.patient_id
+        # every tumour voxel of the mask lies in a family drawn inside the tumour or on its
+        # border; the body and oedema labels lie inside the mask's tumour and oedema
+        assert np.isin(signs[mask == 1], tumour_families).all(), row.patient_id
+        assert (mask[signs == label["tumour"]] == 1).all(), row.patient_id
+        assert (mask[signs == label["oedema"]] == 2).all(), row.patient_id
+        # a family in the map is a sign the generator says it drew
+        for family, column in SIGN_LATENT.items():
+            if (signs == label[family]).any():
+                assert getattr(row, column) > 0, (row.patient_id, family)
+
+
+def _first_patients_with(signs: tuple[str, ...], n_patients: int = 800, seed: int = 0) -> dict:
+    """The first patient of the 800-patient cohort whose latents draw each of ``signs``
+    (sample_latents consumes the patient's stream first, so this costs no rendering)."""
+    table = synth.cohort_table(n_patients, seed)
+    params, found = synth.SynthParams(), {}
+    for index, group in enumerate(table.group):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
+        latents = synth.sample_latents(rng, group, params)
+        for sign in signs:
+            if sign not in found and latents[f"{sign}_present"]:
+                found[sign] = (index, group, table.scanner[index])
+        if len(found) == len(signs):
+            return found
+    raise AssertionError(f"no patient draws {set(signs) - set(found)}")
+
+
+@pytest.mark.parametrize(
+    "sign, family",
+    [("oedema", "oedema"), ("fingers", "fingers"), ("necrosis", "necrosis"), ("cyst", "cyst")],
+)
+def test_a_drawn_sign_appears_in_the_map_at_full_resolution(sign, family):
+    (index, group, scanner) = _first_patients_with((sign,))[sign]
+    params = synth.SynthParams()
+    scanners = synth.scanner_properties(0, params)
+    volumes, latent = synth.render_patient(
+        index, group, scanners[scanner], (256, 256, 24), 0, params
+    )
+    voxels = int((volumes["signs"] == synth.SIGN_FAMILIES[family]).sum())
+    assert voxels > 0, (sign, index, latent)
+    if sign == "oedema":  # the labelled shell and the rendered oedema volume agree
+        voxel_ml = np.prod(np.array(synth.FOV_MM) / (256, 256, 24)) / 1000
+        assert 0.5 < voxels * voxel_ml / latent["latent_oedema_ml"] < 1.5

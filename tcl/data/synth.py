@@ -2,7 +2,7 @@
 
 The paper's 800-patient cohort is private, so ``python -m tcl synth`` writes a stand-in: per
 patient a co-registered T1C, FLAIR-C and ADC volume plus a mask (1 = tumour, 2 = peritumoural
-oedema), and ``manifest.csv`` with the labels, demographics and the generator's ground truth
+oedema) and a sign map (below), and ``manifest.csv`` with the labels, demographics and the generator's ground truth
 (``latent_*`` columns). THE DATA IS SYNTHETIC; it reproduces the pipeline, not the clinical
 findings. The design follows ``shared/reference/imaging-signs.md`` (cited below as "signs §N").
 
@@ -59,6 +59,14 @@ Signs rendered (all strengths are fields of :class:`SynthParams`)
     calcification  1–3 small dark foci (nuisance, unrelated to the labels)
     size           latent diameter
     ============== ====================================================================
+
+Sign map (ground truth for explanations)
+    Every patient also gets ``signs.nii.gz`` (manifest column ``signs``): a uint8 label map of
+    where each sign family was drawn (SIGN_LABELS: tumour body, oedema, interface shell, dural
+    tail, feeders, mushroom neck, fingers, cyst, necrosis, calcification; a voxel where families
+    overlap gets the most specific one), thresholded at half a voxel of partial volume like the
+    mask. It is computed from the same fractions as the images and draws nothing from the
+    random streams, so the images, mask and latents are byte-identical with or without it.
 
 Nuisance (independent of class)
     Four scanners (Skyra, Trio, Avanto, Prisma; uniform): T1C / FLAIR-C gain, GM/WM contrast
@@ -601,27 +609,91 @@ def _profile(values: dict, index: np.ndarray) -> np.ndarray:
     return table[index]
 
 
+# ----------------------------------------------------------------------------- sign map
+# Where the generator drew each sign family: the label map ``signs.nii.gz`` of every synthetic
+# patient (uint8, 0 = none). Families overlap (a finger leaves the tumour through its interface
+# into the oedema), so every voxel gets the most specific family drawn there: later entries of
+# SIGN_LABELS win. ``loads_on`` says which latent factors drive the family (SIGNS' loadings;
+# A = shared aggressiveness, G = grade, I = invasion), i.e. which task it carries.
+SIGN_LABELS: dict[int, tuple[str, str]] = {
+    1: ("tumour", "A, G (ADC, heterogeneity, size)"),
+    2: ("oedema", "I, A"),
+    3: ("interface", "I (blur, spiculation, lost CSF cleft)"),
+    4: ("dural_tail", "G (negative)"),
+    5: ("feeders", "I, A"),
+    6: ("mushroom_neck", "I, A"),
+    7: ("fingers", "I"),
+    8: ("cyst", "G, A"),
+    9: ("necrosis", "G, A"),
+    10: ("calcification", "G (negative)"),
+}
+SIGN_FAMILIES: dict[str, int] = {name: label for label, (name, _) in SIGN_LABELS.items()}
+INTERFACE_HALF_WIDTH_MM = 2.0  # the interface shell: |distance to the surface| < this + blur
+
+
 # ----------------------------------------------------------------------------- one patient
-def render_patient(
-    index: int,
-    group: str,
-    scanner: dict,
-    shape: tuple[int, int, int],
-    seed: int,
-    params: SynthParams,
-) -> tuple[dict[str, np.ndarray], dict]:
-    """Render one patient.
+@dataclass
+class _Head:
+    """A patient's head: centred grid axes (mm, broadcastable to [X, Y, Z]), voxel spacing, the
+    ellipsoid's semi-axes and height, and the normal-anatomy images (float32 [X, Y, Z] per
+    modality, relative to WM for T1C / FLAIR-C, absolute for ADC)."""
 
-    Returns (volumes, latent): volumes maps t1c / flairc / adc to float32 [X, Y, Z] and mask to
-    uint8 [X, Y, Z]; latent holds the ground truth that goes into the manifest's ``latent_*``
-    columns.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
-    lat = sample_latents(rng, group, params)
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray
+    spacing: tuple[float, float, float]
+    semi_axes: tuple[float, float, float]
+    height: float
+    images: dict[str, np.ndarray]
+
+    def depth(self, px: np.ndarray, py: np.ndarray, pz: np.ndarray) -> np.ndarray:
+        """Depth below the scalp (mm) at the points (px, py, pz)."""
+        ha, hb, hc = self.semi_axes
+        return (
+            1.0 - np.sqrt((px / ha) ** 2 + (py / hb) ** 2 + ((pz - self.height) / hc) ** 2)
+        ) * HEAD_DEPTH_SCALE_MM
+
+
+@dataclass
+class _TumourPlan:
+    """Everything drawn about one tumour before any voxel is rendered (geometry in mm)."""
+
+    location: str
+    radius: float
+    centre: np.ndarray  # float32 [3]
+    dura_point: np.ndarray  # float32 [3]: where the tumour's axis meets the dura
+    normal_in: np.ndarray  # float32 [3]: inward normal of the skull there
+    mushroom: bool
+    lob_amp: float
+    lob_terms: list
+    blur_sigma: float
+    spic_amp: float
+    spic_terms: list
+    rim_coverage: float
+    cover_terms: list
+    cover_level: float
+    oedema_mm: float
+    fingers: list  # (start, end, r0, r1) capsules
+    feeders: list
+    necrosis_frac: float
+    necrosis_centre: np.ndarray
+    cyst_frac: float
+    cyst_centre: np.ndarray
+    calcs: list  # (centre float32 [3], radius)
+    tail_thick: float
+    tail_len: float
+    het_cv: float
+    adc_sd: float
+    tumour_t1c: float
+    tumour_flair: float
+    oedema_flair: float
+    oedema_adc: float
+    necrosis_adc: float
+
+
+def _render_anatomy(rng: np.random.Generator, shape: tuple[int, int, int], values: dict) -> _Head:
+    """Head ellipsoid, tissue layers by depth, gyri and the lateral ventricles."""
     x, y, z, spacing = _grid(shape)
-    values = _tissue_values(scanner, rng, params)
-
-    # --- head: ellipsoid, depth below the scalp, gyral pattern in the brain
     ha, hb, hc = rng.uniform(68, 76), rng.uniform(86, 96), rng.uniform(78, 86)
     hz = rng.uniform(4, 14)  # head centre above the slab centre: lower slices show skull base
     rho = np.sqrt(((x / ha) ** 2 + (y / hb) ** 2) + ((z - hz) / hc) ** 2)
@@ -651,10 +723,17 @@ def render_patient(
         images[m][vbox] = (
             images[m][vbox] * (1 - ventricle) + np.float32(values[m]["csf"]) * ventricle
         )
+    return _Head(x, y, z, spacing, (ha, hb, hc), hz, images)
 
-    # --- tumour geometry
-    diameter = lat["diameter_mm"]
-    radius = diameter / 2.0
+
+def _plan_tumour(
+    rng: np.random.Generator, lat: dict, head: _Head, params: SynthParams
+) -> _TumourPlan:
+    """Draw the tumour: first its shape (location, protrusion, lobulation, interface, oedema
+    reach), then its signs (fingers, feeders, necrosis, cyst, calcifications, dural tail) and
+    its tissue intensities. The draws keep one fixed order: the stream is the patient's."""
+    # --- shape: a dural-based blob on an inward normal of the skull
+    radius = lat["diameter_mm"] / 2.0
     if lat["skull_base"]:
         elevation = rng.uniform(-35, -12)
         azimuth = rng.uniform(20, 160) if rng.random() < 0.7 else rng.uniform(0, 360)
@@ -669,11 +748,11 @@ def render_patient(
         location = "convexity"
     el, az = np.deg2rad(elevation), np.deg2rad(azimuth)
     direction = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
-    axes_len = np.array([ha, hb, hc])
+    axes_len = np.array(head.semi_axes)
     surface = direction / np.sqrt(((direction / axes_len) ** 2).sum())
     normal_in = -(surface / axes_len**2)
     normal_in /= np.linalg.norm(normal_in)
-    dura_point = surface * (1.0 - 11.0 / HEAD_DEPTH_SCALE_MM) + np.array([0, 0, hz])
+    dura_point = surface * (1.0 - 11.0 / HEAD_DEPTH_SCALE_MM) + np.array([0, 0, head.height])
     mushroom = lat["mushroom_present"]
     protrusion = rng.uniform(0.85, 1.0) if mushroom else rng.uniform(0.25, 0.6)
     centre = dura_point + normal_in * radius * protrusion
@@ -705,6 +784,7 @@ def render_patient(
         else 0.0
     )
 
+    # --- signs
     fingers = []
     if lat["fingers_present"]:
         n_fingers = int(
@@ -753,27 +833,83 @@ def render_patient(
         if lat["heterogeneity_present"]
         else params.heterogeneity_floor
     )
-    adc_sd = rng.uniform(*params.adc_intratumour_sd)
-    tumour_t1c = rng.uniform(1.4, 1.8)
-    tumour_flair = rng.uniform(1.05, 1.35)
-    oedema_flair = rng.uniform(1.5, 2.0)
-    oedema_adc = rng.uniform(1400, 1750)
-    necrosis_adc = rng.uniform(1500, 2500)
-
-    # float32 scalars keep every array expression below in float32 (numpy 2 promotion rules)
-    centre, dura_point, normal_in, necrosis_centre, cyst_centre = (
-        np.asarray(v, dtype=np.float32)
-        for v in (centre, dura_point, normal_in, necrosis_centre, cyst_centre)
+    # float32 points keep every array expression of the rendering in float32 (numpy 2
+    # promotion rules); the capsules above were placed in float64 and stay so.
+    return _TumourPlan(
+        location=location,
+        radius=radius,
+        centre=np.asarray(centre, dtype=np.float32),
+        dura_point=np.asarray(dura_point, dtype=np.float32),
+        normal_in=np.asarray(normal_in, dtype=np.float32),
+        mushroom=mushroom,
+        lob_amp=lob_amp,
+        lob_terms=lob_terms,
+        blur_sigma=blur_sigma,
+        spic_amp=spic_amp,
+        spic_terms=spic_terms,
+        rim_coverage=rim_coverage,
+        cover_terms=cover_terms,
+        cover_level=cover_level,
+        oedema_mm=oedema_mm,
+        fingers=fingers,
+        feeders=feeders,
+        necrosis_frac=necrosis_frac,
+        necrosis_centre=np.asarray(necrosis_centre, dtype=np.float32),
+        cyst_frac=cyst_frac,
+        cyst_centre=np.asarray(cyst_centre, dtype=np.float32),
+        calcs=[(np.asarray(c, dtype=np.float32), float(r)) for c, r in calcs],
+        tail_thick=tail_thick,
+        tail_len=tail_len,
+        het_cv=het_cv,
+        adc_sd=rng.uniform(*params.adc_intratumour_sd),
+        tumour_t1c=rng.uniform(1.4, 1.8),
+        tumour_flair=rng.uniform(1.05, 1.35),
+        oedema_flair=rng.uniform(1.5, 2.0),
+        oedema_adc=rng.uniform(1400, 1750),
+        necrosis_adc=rng.uniform(1500, 2500),
     )
-    calcs = [(np.asarray(c, dtype=np.float32), float(r)) for c, r in calcs]
-    # --- two boxes: the oedema box B (slice centres only) holds the tumour box S, which is
-    # integrated over the slice thickness with three sub-samples (thin structures).
-    lob_table = 1.0 + lob_amp * _angular_table(lob_terms) + spic_amp * _angular_table(spic_terms)
-    cover_table = (_angular_table(cover_terms) < cover_level).astype(np.float32)
-    extras = [np.linalg.norm(e - centre) + r0 for s_, e, r0, _ in fingers + feeders]
-    reach_s = max([radius * (1 + 3 * lob_amp) + 3.0, radius + tail_len + 2.0, *extras])
+
+
+@dataclass
+class _TumourRegion:
+    """The rendered tumour region: the box B = [lo, hi) of voxel indices, each component's
+    partial-volume fraction over B (float32), the two texture fields of the tumour and the sign
+    map over B (uint8, SIGN_LABELS)."""
+
+    lo: list[int]
+    hi: list[int]
+    fractions: dict[str, np.ndarray]
+    texture: np.ndarray
+    adc_texture: np.ndarray
+    signs: np.ndarray
+
+
+def _render_signs(
+    rng: np.random.Generator,
+    head: _Head,
+    plan: _TumourPlan,
+    neck_ratio: float,
+    params: SynthParams,
+) -> _TumourRegion:
+    """Partial-volume fractions of tumour, oedema and every sign, and where each sign is.
+
+    Two boxes: the oedema box B (slice centres only) holds the tumour box S, which is integrated
+    over the slice thickness with three sub-samples (thin structures).
+    """
+    x, y, z, spacing = head.x, head.y, head.z, head.spacing
+    shape = (x.shape[0], y.shape[1], z.shape[2])
+    centre, radius = plan.centre, plan.radius
+    lob_table = (
+        1.0
+        + plan.lob_amp * _angular_table(plan.lob_terms)
+        + plan.spic_amp * _angular_table(plan.spic_terms)
+    )
+    cover_table = (_angular_table(plan.cover_terms) < plan.cover_level).astype(np.float32)
+    extras = [np.linalg.norm(e - centre) + r0 for s_, e, r0, _ in plan.fingers + plan.feeders]
+    reach_s = max([radius * (1 + 3 * plan.lob_amp) + 3.0, radius + plan.tail_len + 2.0, *extras])
     reach_b = max(
-        reach_s, radius * (1 + 3 * lob_amp) + oedema_mm * (1 + 2.5 * params.oedema_texture) + 2.0
+        reach_s,
+        radius * (1 + 3 * plan.lob_amp) + plan.oedema_mm * (1 + 2.5 * params.oedema_texture) + 2.0,
     )
     (blo, bhi), (slo, shi) = (_box(centre, r, shape, spacing) for r in (reach_b, reach_s))
     b_shape = tuple(bhi[k] - blo[k] for k in range(3))
@@ -787,12 +923,10 @@ def render_patient(
 
     # oedema (and the signed distance it needs) at slice centres over B
     signed_b, _, _ = _tumour_distance(bx, by, bz, centre, radius, lob_table)
-    depth_b = (
-        1.0 - np.sqrt((bx / ha) ** 2 + (by / hb) ** 2 + ((bz - hz) / hc) ** 2)
-    ) * HEAD_DEPTH_SCALE_MM
+    depth_b = head.depth(bx, by, bz)
     oedema_b = np.zeros(b_shape, dtype=np.float32)
-    if oedema_mm > 0:
-        limit = oedema_mm * (1 + params.oedema_texture * front)
+    if plan.oedema_mm > 0:
+        limit = plan.oedema_mm * (1 + params.oedema_texture * front)
         oedema_b = (
             np.clip((limit - signed_b) / 2.0 + 0.5, 0.0, 1.0)
             * np.clip(depth_b - 13.5, 0.0, 1.0)
@@ -802,45 +936,51 @@ def render_patient(
     sx_, sy_, sz_ = x[slo[0] : shi[0]], y[:, slo[1] : shi[1]], z[:, :, slo[2] : shi[2]]
     s_shape = tuple(shi[k] - slo[k] for k in range(3))
     front_s = front[in_s]
-    neck_ratio = rng_neck(index, seed) if mushroom else 0.0
     thickness = min(SLICE_THICKNESS_MM, spacing[2])
     offsets = (np.array([-1.0, 0.0, 1.0]) * thickness / 3).astype(np.float32)
     names = ("tumour", "necrosis", "cyst", "calc", "cleft", "feeder", "tail")
-    acc = {k: np.zeros(s_shape, dtype=np.float32) for k in names}
+    # blob, finger and neck only locate signs (the image uses their union, "tumour")
+    acc = {k: np.zeros(s_shape, dtype=np.float32) for k in (*names, "blob", "finger", "neck")}
     for dz in offsets:
         px, py, pz = sx_, sy_, sz_ + dz
         signed, ux_uy_uz, _ = _tumour_distance(px, py, pz, centre, radius, lob_table)
-        sub_depth = (
-            1.0 - np.sqrt((px / ha) ** 2 + (py / hb) ** 2 + ((pz - hz) / hc) ** 2)
-        ) * HEAD_DEPTH_SCALE_MM
+        sub_depth = head.depth(px, py, pz)
         inside_dura = np.clip(sub_depth - 10.0, 0.0, 1.0)
         brain = np.clip(sub_depth - 13.5, 0.0, 1.0)
-        tumour = 1.0 / (1.0 + np.exp(np.clip(signed * (1.7 / blur_sigma), -30, 30)))
-        if mushroom:
+        blob = 1.0 / (1.0 + np.exp(np.clip(signed * (1.7 / plan.blur_sigma), -30, 30)))
+        tumour = blob
+        neck = finger = None
+        if plan.mushroom:
             neck = _capsule_fraction(
-                px, py, pz, dura_point - normal_in * 2, centre, radius * neck_ratio, radius * 0.5
+                px,
+                py,
+                pz,
+                plan.dura_point - plan.normal_in * 2,
+                centre,
+                radius * neck_ratio,
+                radius * 0.5,
             )
             tumour = np.maximum(tumour, neck)
-        for start, end, r0, r1 in fingers:
-            tumour = np.maximum(tumour, _capsule_fraction(px, py, pz, start, end, r0, r1))
+        for start, end, r0, r1 in plan.fingers:
+            capsule = _capsule_fraction(px, py, pz, start, end, r0, r1)
+            finger = capsule if finger is None else np.maximum(finger, capsule)
+            tumour = np.maximum(tumour, capsule)
         tumour = tumour * inside_dura
         zero = np.zeros_like(tumour)
         necrosis = cyst = calc = feeder = tail = zero
-        if necrosis_frac > 0:
-            rn = radius * necrosis_frac ** (1 / 3)
-            dn = np.sqrt(
-                (px - necrosis_centre[0]) ** 2
-                + (py - necrosis_centre[1]) ** 2
-                + (pz - necrosis_centre[2]) ** 2
-            ) * (1 + 0.15 * front_s)
-            necrosis = np.clip(rn - dn + 0.5, 0.0, 1.0) * tumour
-        if cyst_frac > 0:
-            rc = radius * cyst_frac ** (1 / 3)
-            dc = np.sqrt(
-                (px - cyst_centre[0]) ** 2 + (py - cyst_centre[1]) ** 2 + (pz - cyst_centre[2]) ** 2
+        if plan.necrosis_frac > 0:
+            rn = radius * plan.necrosis_frac ** (1 / 3)
+            nc = plan.necrosis_centre
+            dn = np.sqrt((px - nc[0]) ** 2 + (py - nc[1]) ** 2 + (pz - nc[2]) ** 2) * (
+                1 + 0.15 * front_s
             )
+            necrosis = np.clip(rn - dn + 0.5, 0.0, 1.0) * tumour
+        if plan.cyst_frac > 0:
+            rc = radius * plan.cyst_frac ** (1 / 3)
+            cc = plan.cyst_centre
+            dc = np.sqrt((px - cc[0]) ** 2 + (py - cc[1]) ** 2 + (pz - cc[2]) ** 2)
             cyst = np.clip(rc - dc + 0.5, 0.0, 1.0) * tumour * (1 - necrosis)
-        for cc, cr in calcs:
+        for cc, cr in plan.calcs:
             dcal = np.sqrt((px - cc[0]) ** 2 + (py - cc[1]) ** 2 + (pz - cc[2]) ** 2)
             calc = np.maximum(calc, np.clip(cr - dcal + 0.5, 0.0, 1.0))
         calc = calc * tumour * (1 - necrosis) * (1 - cyst)
@@ -852,51 +992,91 @@ def render_patient(
             * outside
             * np.clip(sub_depth - 11.5, 0.0, 1.0)
         )
-        for start, end, r0, r1 in feeders:
+        for start, end, r0, r1 in plan.feeders:
             feeder = np.maximum(feeder, _capsule_fraction(px, py, pz, start, end, r0, r1))
         feeder = feeder * outside * (1 - cleft) * brain
-        if tail_thick > 0:
-            dd = np.sqrt(
-                (px - dura_point[0]) ** 2 + (py - dura_point[1]) ** 2 + (pz - dura_point[2]) ** 2
-            )
-            local = tail_thick * np.clip(1 - (dd - radius) / tail_len, 0.0, 1.0)
+        if plan.tail_thick > 0:
+            dp = plan.dura_point
+            dd = np.sqrt((px - dp[0]) ** 2 + (py - dp[1]) ** 2 + (pz - dp[2]) ** 2)
+            local = plan.tail_thick * np.clip(1 - (dd - radius) / plan.tail_len, 0.0, 1.0)
             tail = ((sub_depth > 10.0) & (sub_depth < 11.0 + local)) * outside
         for name, arr in zip(
             names, (tumour, necrosis, cyst, calc, cleft, feeder, tail), strict=True
         ):
             acc[name] += arr
+        acc["blob"] += blob * inside_dura
+        if neck is not None:
+            acc["neck"] += neck * inside_dura
+        if finger is not None:
+            acc["finger"] += finger * inside_dura
     n_sub = np.float32(len(offsets))
-    f = {k: np.zeros(b_shape, dtype=np.float32) for k in names}
-    for k in names:
+    f = {k: np.zeros(b_shape, dtype=np.float32) for k in acc}
+    for k in acc:
         f[k][in_s] = acc[k] / n_sub
     f["oedema"] = oedema_b * (1 - f["tumour"]) * (1 - f["cleft"])
-    lo, hi = blo, bhi
 
-    # --- compose tumour-region intensities (T1C / FLAIR-C relative to WM, ADC absolute)
+    interface = (np.abs(signed_b) < INTERFACE_HALF_WIDTH_MM + plan.blur_sigma) & (depth_b > 11.0)
+    outside_blob = f["blob"] < 0.5
+    where = {
+        "tumour": f["tumour"] >= 0.5,
+        "oedema": f["oedema"] >= 0.5,
+        "interface": interface,
+        "dural_tail": f["tail"] >= 0.5,
+        "feeders": f["feeder"] >= 0.5,
+        "mushroom_neck": (f["neck"] >= 0.5) & outside_blob,
+        "fingers": (f["finger"] >= 0.5) & outside_blob,
+        "cyst": f["cyst"] >= 0.5,
+        "necrosis": f["necrosis"] >= 0.5,
+        "calcification": f["calc"] >= 0.5,
+    }
+    signs = np.zeros(b_shape, dtype=np.uint8)
+    for label, (name, _) in SIGN_LABELS.items():  # later families win
+        signs[where[name]] = label
+    return _TumourRegion(blo, bhi, f, texture, adc_texture, signs)
+
+
+def _compose_intensities(
+    images: dict[str, np.ndarray], region: _TumourRegion, plan: _TumourPlan, adc_mean: float
+) -> np.ndarray:
+    """Mix the tumour region's components into ``images`` (in place; T1C / FLAIR-C relative
+    to WM, ADC absolute) and return the mask (uint8 [X, Y, Z]: 1 tumour, 2 oedema)."""
+    f, het_cv = region.fractions, plan.het_cv
+    texture, adc_texture = region.texture, region.adc_texture
     solid = f["tumour"] - f["necrosis"] - f["cyst"] - f["calc"]
-    tum_t1c = tumour_t1c * (1 + het_cv * texture)
-    tum_flair = tumour_flair * (1 + 0.5 * het_cv * texture)
-    tum_adc = lat["adc_mean"] * (1 - het_cv * texture) + adc_sd * adc_texture
+    tum_t1c = plan.tumour_t1c * (1 + het_cv * texture)
+    tum_flair = plan.tumour_flair * (1 + 0.5 * het_cv * texture)
+    tum_adc = adc_mean * (1 - het_cv * texture) + plan.adc_sd * adc_texture
+    necrosis_adc, oedema_adc = plan.necrosis_adc, plan.oedema_adc
     tissue = {
         "t1c": (tum_t1c, 0.4, 0.3, 0.3, 0.3, 0.9, 1.6, 1.6),
-        "flairc": (tum_flair, 1.4, 0.15, 0.3, 1.7, oedema_flair, 0.3, 1.4),
-        "adc": (tum_adc, necrosis_adc, 3000.0, 500.0, 3000.0, oedema_adc, lat["adc_mean"], 900.0),
+        "flairc": (tum_flair, 1.4, 0.15, 0.3, 1.7, plan.oedema_flair, 0.3, 1.4),
+        "adc": (tum_adc, necrosis_adc, 3000.0, 500.0, 3000.0, oedema_adc, adc_mean, 900.0),
     }
     parts = ("solid", "necrosis", "cyst", "calc", "cleft", "oedema", "feeder", "tail")
     fr = {"solid": solid, **{p: f[p] for p in parts[1:]}}
     covered_total = np.clip(sum(fr[p] for p in parts), 0.0, 1.0)
+    box = tuple(slice(region.lo[k], region.hi[k]) for k in range(3))
     for m in MODALITIES:
-        region = images[m][lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        mixed = region * (1 - covered_total)
+        mixed = images[m][box] * (1 - covered_total)
         for p, value in zip(parts, tissue[m], strict=True):
             mixed = mixed + fr[p] * value
-        images[m][lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = mixed
+        images[m][box] = mixed
 
+    shape = images["t1c"].shape
     mask = np.zeros(shape, dtype=np.uint8)
     box_mask = np.where(f["tumour"] >= 0.5, 1, np.where(f["oedema"] >= 0.5, 2, 0))
-    mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = box_mask.astype(np.uint8)
+    mask[box] = box_mask.astype(np.uint8)
+    return mask
 
-    # --- scanner and patient nuisance
+
+def _scanner_nuisance(
+    rng: np.random.Generator, head: _Head, scanner: dict, params: SynthParams
+) -> dict[str, np.ndarray]:
+    """Raw scanner images from the relative ones in ``head.images`` (consumed in place): gain,
+    bias field and Rician noise on T1C / FLAIR-C; bias, 2 mm noise and misregistration on ADC."""
+    x, y, z, spacing = head.x, head.y, head.z, head.spacing
+    images = head.images
+    shape = images["t1c"].shape
     out = {}
     n_vox = int(np.prod(shape))
     for m in ("t1c", "flairc"):
@@ -933,31 +1113,60 @@ def render_patient(
     ]
     adc = np.roll(adc, shift, axis=(0, 1))
     out["adc"] = np.maximum(adc, 0.0, out=adc)
-    out["mask"] = mask
+    return out
 
-    tumour_ml = float(f["tumour"].sum() * np.prod(spacing) / 1000.0)
-    oedema_ml = float(f["oedema"].sum() * np.prod(spacing) / 1000.0)
+
+def render_patient(
+    index: int,
+    group: str,
+    scanner: dict,
+    shape: tuple[int, int, int],
+    seed: int,
+    params: SynthParams,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Render one patient: latent factors → anatomy → tumour plan → signs → intensities →
+    scanner.
+
+    Returns (volumes, latent): volumes maps t1c / flairc / adc to float32 [X, Y, Z], mask
+    (1 tumour, 2 oedema) and signs (SIGN_LABELS) to uint8 [X, Y, Z]; latent holds the ground
+    truth that goes into the manifest's ``latent_*`` columns.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, index)))
+    lat = sample_latents(rng, group, params)
+    values = _tissue_values(scanner, rng, params)
+    head = _render_anatomy(rng, shape, values)
+    plan = _plan_tumour(rng, lat, head, params)
+    neck_ratio = rng_neck(index, seed) if plan.mushroom else 0.0
+    region = _render_signs(rng, head, plan, neck_ratio, params)
+    mask = _compose_intensities(head.images, region, plan, lat["adc_mean"])
+    signs = np.zeros(shape, dtype=np.uint8)
+    signs[tuple(slice(region.lo[k], region.hi[k]) for k in range(3))] = region.signs
+    voxel_mm3 = np.prod(head.spacing)
+    out = _scanner_nuisance(rng, head, scanner, params)
+    out["mask"] = mask
+    out["signs"] = signs
+
     latent = {
         "latent_aggressiveness": lat["A"],
         "latent_grade": lat["G"],
         "latent_invasion": lat["I"],
-        "latent_oedema": oedema_mm,
-        "latent_blur": blur_sigma,
-        "latent_rim_coverage": rim_coverage,
-        "latent_fingers": len(fingers),
+        "latent_oedema": plan.oedema_mm,
+        "latent_blur": plan.blur_sigma,
+        "latent_rim_coverage": plan.rim_coverage,
+        "latent_fingers": len(plan.fingers),
         "latent_mushroom": lat["mushroom_s"],
-        "latent_lobulation": lob_amp,
-        "latent_heterogeneity": het_cv,
-        "latent_necrosis": necrosis_frac,
-        "latent_cyst": cyst_frac,
-        "latent_feeders": len(feeders),
+        "latent_lobulation": plan.lob_amp,
+        "latent_heterogeneity": plan.het_cv,
+        "latent_necrosis": plan.necrosis_frac,
+        "latent_cyst": plan.cyst_frac,
+        "latent_feeders": len(plan.feeders),
         "latent_adc_mean": lat["adc_mean"],
-        "latent_tail": tail_thick,
-        "latent_calcification": len(calcs),
-        "latent_diameter": diameter,
-        "latent_tumour_ml": tumour_ml,
-        "latent_oedema_ml": oedema_ml,
-        "latent_location": location,
+        "latent_tail": plan.tail_thick,
+        "latent_calcification": len(plan.calcs),
+        "latent_diameter": lat["diameter_mm"],
+        "latent_tumour_ml": float(region.fractions["tumour"].sum() * voxel_mm3 / 1000.0),
+        "latent_oedema_ml": float(region.fractions["oedema"].sum() * voxel_mm3 / 1000.0),
+        "latent_location": plan.location,
     }
     return out, latent
 
@@ -980,7 +1189,8 @@ def _write_patient(
     params: SynthParams,
     scanners: dict,
 ) -> dict:
-    """Render patient ``job`` = (index, patient_id, group, scanner) and write its four files."""
+    """Render patient ``job`` = (index, patient_id, group, scanner) and write its files: the
+    three sequences, the mask and the sign map (SIGN_LABELS)."""
     index, patient_id, group, scanner = job
     volumes, latent = render_patient(index, group, scanners[scanner], shape, seed, params)
     affine = affine_for(shape)
@@ -990,6 +1200,7 @@ def _write_patient(
         data = np.clip(np.rint(volumes[m]), 0, np.iinfo(np.int16).max).astype(np.int16)
         save_volume(folder / f"{m}.nii.gz", data, affine, dtype=np.int16)
     save_volume(folder / "mask.nii.gz", volumes["mask"], affine, dtype=np.uint8)
+    save_volume(folder / "signs.nii.gz", volumes["signs"], affine, dtype=np.uint8)
     return latent
 
 
@@ -1041,7 +1252,7 @@ def synthesize_cohort(
     bar.close()
 
     manifest = table.drop(columns="group").copy()
-    for m in (*MODALITIES, "mask"):
+    for m in (*MODALITIES, "mask", "signs"):
         manifest[m] = [f"{pid}/{m}.nii.gz" for pid in manifest.patient_id]
     manifest = pd.concat([manifest, pd.DataFrame(latents)], axis=1)
     manifest.insert(len(manifest.columns), "latent_group", table.group.values)
