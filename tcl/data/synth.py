@@ -1,9 +1,9 @@
 """A synthetic meningioma cohort shaped like the paper's (the artifact's built-in default data).
 
 The paper's 800-patient cohort is private, so ``python -m tcl synth`` writes a stand-in: per
-patient a co-registered T1C, FLAIR-C and ADC volume plus a mask (1 = tumour, 2 = peritumoural
-oedema) and a sign map (below), and ``manifest.csv`` with the labels, demographics and the generator's ground truth
-(``latent_*`` columns). THE DATA IS SYNTHETIC; it reproduces the pipeline, not the clinical
+patient a co-registered T1C, FLAIR-C and ADC volume, a mask (1 = tumour, 2 = peritumoural
+oedema) and a sign map (below), and ``manifest.csv`` with the labels, demographics and the
+generator's ground truth (``latent_*`` columns). THE DATA IS SYNTHETIC; it reproduces the pipeline, not the clinical
 findings. The design follows ``shared/reference/imaging-signs.md`` (cited below as "signs §N").
 
 Geometry
