@@ -24,6 +24,10 @@ class TclError(Exception):
     """
 
 
+_UMASK = os.umask(0)  # read the process umask (os.umask can only set it) ...
+os.umask(_UMASK)  # ... and put it back
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only on success.
@@ -38,6 +42,9 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
     fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates the file readable by its owner only; give it the mode an ordinary write
+    # would (0666 less the umask), so results and saved models can be shared and copied.
+    os.chmod(tmp_path, 0o666 & ~_UMASK)
     try:
         yield tmp_path
         os.replace(tmp_path, final)

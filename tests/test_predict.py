@@ -1,0 +1,376 @@
+"""Using a trained network: saved models, ``tcl predict`` on new patients, explanation maps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tcl.config import get_profile
+
+SMOKE = get_profile("smoke")
+N_PATIENTS = 40
+SYNTH_SHAPE = (48, 48, 12)
+
+
+def _predict(*args: str) -> int:
+    from tcl.__main__ import main
+
+    return main(
+        ["predict", *args, "--device", "cpu", "--threads", "1", "--workers", "1", "--quiet"]
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A small synthetic cohort (with sign maps), its smoke cache and draws, and the proposed
+    network trained on draws 0 and 1 with saved weights."""
+    from tcl.data.manifest import read_manifest
+    from tcl.data.preprocess import preprocess_cohort
+    from tcl.data.splits import make_draws, write_splits
+    from tcl.data.synth import synthesize_cohort
+    from tcl.train import train_run
+
+    root = tmp_path_factory.mktemp("predict")
+    manifest = synthesize_cohort(
+        root / "raw", N_PATIENTS, seed=5, shape=SYNTH_SHAPE, workers=1, progress=False
+    )
+    cache = preprocess_cohort(manifest, root / "cache", size=SMOKE.size, workers=1, progress=False)
+    splits = root / "splits.json"
+    write_splits(make_draws(read_manifest(manifest), n_draws=2, seed=666), splits, seed=666)
+    runs = {}
+    for draw in (0, 1):
+        runs[draw] = train_run(
+            "proposed", draw, SMOKE, cache, splits, root / f"run{draw}", device="cpu",
+            quiet=True, save_weights=True, threads=1,
+        )  # fmt: skip
+    test_ids = json.loads(splits.read_text())["draws"][0]["test"]
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    test_manifest = root / "raw" / "test.csv"
+    table[table.patient_id.isin(test_ids)].to_csv(test_manifest, index=False)
+    return {"root": root, "manifest": manifest, "test": test_manifest, "run0": runs[0],
+            "run1": runs[1], "cache": cache}  # fmt: skip
+
+
+def _read(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"patient_id": str}).set_index("patient_id")
+
+
+# ---------------------------------------------------------------------------- saved models
+
+
+def test_a_saved_model_is_safetensors_plus_a_description_and_rebuilds_exactly(trained):
+    from safetensors.torch import load_file
+
+    from tcl.saved import load_model
+
+    run = trained["run0"]
+    spec = json.loads((run / "model.json").read_text())
+    assert spec["network"] == {"config": "proposed", "width": SMOKE.width, "dropout": SMOKE.dropout}
+    assert spec["preprocessing"]["size"] == list(SMOKE.size)
+    assert spec["preprocessing"]["channels"] == ["t1c", "flairc", "adc"]
+    assert spec["preprocessing"]["preprocess_version"] is not None
+    assert spec["provenance"]["commit"] and spec["training"]["draw"] == 0
+    assert not (run / "model.pt").exists()
+    # the weights are plain tensors: the file loads without unpickling anything
+    state = load_file(str(run / "model.safetensors"))
+    model, _ = load_model(run, verify=True)
+    assert set(state) == set(model.state_dict())
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state[name]), name
+    assert sum(p.numel() for p in model.parameters()) == spec["parameters"]
+    assert not model.training
+
+
+def test_tampered_or_missing_weights_are_refused(trained, tmp_path):
+    from tcl.saved import load_model
+    from tcl.utils import TclError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(trained["run0"], copy)
+    with open(copy / "model.safetensors", "r+b") as handle:  # flip a byte of the last tensor
+        handle.seek(-3, os.SEEK_END)
+        byte = handle.read(1)
+        handle.seek(-3, os.SEEK_END)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(TclError, match="sha256"):
+        load_model(copy, verify=True)
+    (copy / "model.safetensors").unlink()
+    with pytest.raises(TclError, match="not a saved tcl model"):
+        load_model(copy)
+
+
+# ---------------------------------------------------------------------------- predict
+
+
+def test_predicting_a_runs_test_patients_from_raw_files_reproduces_its_predictions(
+    trained, tmp_path
+):
+    out = tmp_path / "p.csv"
+    assert _predict("--model", str(trained["run0"]), "--manifest", str(trained["test"]),
+                    "--out", str(out)) == 0  # fmt: skip
+    ours, theirs = _read(out), _read(trained["run0"] / "predictions.csv")
+    assert sorted(ours.index) == sorted(theirs.index)
+    ours = ours.loc[theirs.index]
+    for column in ("p_invasion", "p_high_grade"):
+        np.testing.assert_allclose(ours[column], theirs[column], rtol=0, atol=1e-5)
+    for column in ("pred_invasion", "pred_high_grade", "invasion", "high_grade"):
+        assert (ours[column] == theirs[column]).all(), column
+    assert list(pd.read_csv(out).columns[:5]) == [
+        "patient_id", "p_invasion", "p_high_grade", "pred_invasion", "pred_high_grade",
+    ]  # fmt: skip
+    sidecar = json.loads(out.with_name("p.csv.json").read_text())
+    assert sidecar["averaging"] == "one model" and sidecar["decision_rule"] == "p > 0.5"
+
+
+def test_several_models_are_averaged_and_the_output_says_so(trained, tmp_path):
+    out = tmp_path / "p.csv"
+    assert _predict("--model", str(trained["run0"]), "--model", str(trained["run1"]),
+                    "--manifest", str(trained["test"]), "--out", str(out)) == 0  # fmt: skip
+    both = _read(out)
+    singles = []
+    for run in ("run0", "run1"):
+        single = tmp_path / f"{run}.csv"
+        assert _predict("--model", str(trained[run]), "--manifest", str(trained["test"]),
+                        "--out", str(single)) == 0  # fmt: skip
+        singles.append(_read(single).loc[both.index])
+    expected = (singles[0]["p_invasion"] + singles[1]["p_invasion"]) / 2
+    np.testing.assert_allclose(both["p_invasion"], expected, atol=1e-12)
+    assert not np.allclose(singles[0]["p_invasion"], singles[1]["p_invasion"])
+    assert (both["n_models"] == 2).all()
+    assert "mean of 2 models" in json.loads(out.with_name("p.csv.json").read_text())["averaging"]
+
+
+def _reoriented_patient(source: Path, target: Path, ornt_codes: tuple[str, str, str]) -> None:
+    """Store every file of a patient folder in another voxel order (same anatomy)."""
+    from nibabel import orientations
+
+    target.mkdir(parents=True)
+    for path in source.glob("*.nii.gz"):
+        image = nib.load(str(path))
+        transform = orientations.ornt_transform(
+            nib.io_orientation(image.affine), orientations.axcodes2ornt(ornt_codes)
+        )
+        data = orientations.apply_orientation(np.asanyarray(image.dataobj), transform)
+        affine = image.affine @ orientations.inv_ornt_aff(transform, image.shape)
+        nib.save(nib.Nifti1Image(data, affine, image.header), str(target / path.name))
+
+
+@pytest.mark.parametrize("codes", [("L", "A", "S"), ("P", "L", "S"), ("S", "R", "A")])
+def test_the_same_patient_in_another_orientation_gets_the_same_prediction(trained, tmp_path, codes):
+    table = pd.read_csv(trained["test"], dtype=str, keep_default_na=False).head(2)
+    raw = trained["manifest"].parent
+    rows = []
+    for _, row in table.iterrows():
+        folder = tmp_path / "moved" / row.patient_id
+        _reoriented_patient(raw / row.patient_id, folder, codes)
+        assert nib.aff2axcodes(nib.load(str(folder / "t1c.nii.gz")).affine) == codes
+        moved = row.copy()
+        for column in ("t1c", "flairc", "adc", "mask", "signs"):
+            moved[column] = str(folder / Path(row[column]).name)
+        rows.append(moved)
+    manifest = tmp_path / "moved.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    out, reference = tmp_path / "moved_p.csv", tmp_path / "p.csv"
+    model = str(trained["run0"])
+    assert _predict("--model", model, "--manifest", str(manifest), "--out", str(out)) == 0
+    assert (
+        _predict("--model", model, "--manifest", str(trained["test"]), "--out", str(reference)) == 0
+    )
+    columns = ["p_invasion", "p_high_grade"]
+    moved_p, original = _read(out), _read(reference).loc[table.patient_id]
+    np.testing.assert_allclose(moved_p[columns], original[columns], atol=1e-6)
+
+
+def test_bad_input_names_the_patient_and_file_and_writes_nothing(trained, tmp_path, capsys):
+    table = pd.read_csv(trained["test"], dtype=str, keep_default_na=False).head(3)
+    victim = table.patient_id.iloc[1]
+    table.loc[1, "adc"] = f"{victim}/missing_adc.nii.gz"
+    manifest = trained["test"].parent / "broken.csv"
+    table.to_csv(manifest, index=False)
+    out, explain = tmp_path / "p.csv", tmp_path / "maps"
+    status = _predict("--model", str(trained["run0"]), "--manifest", str(manifest),
+                      "--out", str(out), "--explain", str(explain))  # fmt: skip
+    error = capsys.readouterr().err
+    assert status != 0
+    assert victim in error and "missing_adc.nii.gz" in error
+    assert not out.exists() and not explain.exists()
+    assert list(tmp_path.iterdir()) == []  # no temporary file left either
+
+
+def test_a_folder_that_is_not_a_saved_model_is_refused(trained, tmp_path, capsys):
+    assert _predict("--model", str(tmp_path), "--manifest", str(trained["test"]),
+                    "--out", str(tmp_path / "p.csv")) == 2  # fmt: skip
+    assert "not a saved tcl model" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- explanations
+
+
+def test_explanation_maps_lie_on_each_patients_own_grid(trained, tmp_path):
+    from tcl.data.nifti import load_volume
+
+    table = pd.read_csv(trained["test"], dtype=str, keep_default_na=False).head(2)
+    raw = trained["manifest"].parent
+    moved_id = table.patient_id.iloc[1]  # this one stored LPS
+    _reoriented_patient(raw / moved_id, tmp_path / "moved" / moved_id, ("L", "P", "S"))
+    for column in ("t1c", "flairc", "adc", "mask", "signs"):
+        table.loc[1, column] = str(tmp_path / "moved" / moved_id / f"{column}.nii.gz")
+    table.loc[0, "t1c":"signs"] = [str(raw / v) for v in table.loc[0, "t1c":"signs"]]
+    manifest = tmp_path / "two.csv"
+    table.to_csv(manifest, index=False)
+    maps = tmp_path / "maps"
+    assert _predict("--model", str(trained["run0"]), "--manifest", str(manifest),
+                    "--out", str(tmp_path / "p.csv"), "--explain", str(maps),
+                    "--ig-steps", "4") == 0  # fmt: skip
+    for _, row in table.iterrows():
+        image = nib.load(row.t1c)
+        mask = load_volume(row["mask"]).data > 0
+        for task in ("invasion", "high_grade"):
+            written = nib.load(str(maps / row.patient_id / f"{task}.nii.gz"))
+            assert written.shape == image.shape
+            np.testing.assert_allclose(written.affine, image.affine, atol=1e-5)
+            canonical = load_volume(maps / row.patient_id / f"{task}.nii.gz").data
+            assert np.abs(canonical).sum() > 0
+            # zero outside the in-plane box of the ROI (margin 0), which holds the mask
+            xs, ys = np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(mask.any(axis=(0, 2)))
+            outside = np.ones(mask.shape, dtype=bool)
+            outside[xs[0] : xs[-1] + 1, ys[0] : ys[-1] + 1, :] = False
+            assert not canonical[outside].any()
+        assert (maps / row.patient_id / "overview.png").stat().st_size > 10_000
+    # the same patient's maps are the same anatomy, whatever its files' orientation
+    plain = tmp_path / "plain"
+    table.loc[1, "t1c":"signs"] = [str(raw / moved_id / f"{c}.nii.gz") for c in
+                                   ("t1c", "flairc", "adc", "mask", "signs")]  # fmt: skip
+    table.iloc[[1]].to_csv(manifest, index=False)
+    assert _predict("--model", str(trained["run0"]), "--manifest", str(manifest),
+                    "--out", str(tmp_path / "p2.csv"), "--explain", str(plain),
+                    "--ig-steps", "4") == 0  # fmt: skip
+    for task in ("invasion", "high_grade"):
+        np.testing.assert_allclose(
+            load_volume(maps / moved_id / f"{task}.nii.gz").data,
+            load_volume(plain / moved_id / f"{task}.nii.gz").data,
+            atol=1e-6,
+        )
+
+
+class _Linear(torch.nn.Module):
+    """Log-odds linear in the input: integrated gradients must give exactly x · w."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.w = torch.nn.Parameter(torch.randn(2, *shape, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        invasion = (x * self.w[0]).flatten(1).sum(1)
+        grade = (x * self.w[1]).flatten(1).sum(1)
+        zero = torch.zeros_like(invasion)
+        return {
+            "invasion": torch.stack([zero, invasion], 1),
+            "grade": torch.stack([grade, zero], 1),
+        }
+
+
+def test_integrated_gradients_of_a_linear_model_are_input_times_weight():
+    from tcl.explain import integrated_gradients
+
+    shape = (3, 4, 4, 2)
+    x = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    model = _Linear(shape)
+    result = integrated_gradients([model], x, torch.device("cpu"), steps=3)
+    w = model.w.detach().numpy()
+    np.testing.assert_allclose(result.maps["invasion"], x * w[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.maps["high_grade"], -x * w[1], rtol=1e-5, atol=1e-6)
+    assert result.gap["invasion"] < 1e-5 and result.gap["high_grade"] < 1e-5
+    assert result.baseline_log_odds["invasion"] == 0.0
+
+
+def test_integrated_gradients_of_the_network_approach_completeness(trained):
+    from tcl.explain import integrated_gradients
+    from tcl.saved import load_model
+
+    model, _ = load_model(trained["run0"])
+    volume = np.load(trained["cache"] / "volumes.npy")[0]
+    coarse = integrated_gradients([model], volume, torch.device("cpu"), steps=2)
+    fine = integrated_gradients([model], volume, torch.device("cpu"), steps=64)
+    for task in ("invasion", "high_grade"):
+        assert fine.gap[task] < 0.05, fine.gap
+        assert fine.gap[task] < coarse.gap[task] or coarse.gap[task] < 0.01
+        explained = fine.log_odds[task] - fine.baseline_log_odds[task]
+        assert abs(explained) > 1e-4  # a non-trivial check: the map explains something
+
+
+def test_maps_go_back_through_resize_pad_and_crop():
+    from tcl.explain import to_canonical
+    from tcl.predict import InputGeometry
+
+    # a crop of 6 × 10 in-plane (padded to 10 × 10) resized to 5 × 5 × 2 from 4 slices
+    geometry = InputGeometry(
+        box=(3, 9, 2, 12), canonical_shape=(16, 16, 4), side=10, pad=(2, 0), size=(5, 5, 2),
+        affine=np.eye(4), shape=(16, 16, 4),
+    )  # fmt: skip
+    network = np.ones((5, 5, 2), dtype=np.float32)
+    full = to_canonical(network, geometry)
+    assert full.shape == (16, 16, 4)
+    assert not full[:3].any() and not full[9:].any() and not full[:, :2].any()
+    assert not full[:, 12:].any()
+    # a constant map stays constant and keeps its sum over the padded crop
+    np.testing.assert_allclose(full[3:9, 2:12], 50 / 400)
+    np.testing.assert_allclose(full.sum() * 10 / 6, network.sum(), rtol=1e-6)
+
+
+def test_maps_are_written_back_in_the_stored_voxel_order(tmp_path):
+    from tcl.data.nifti import load_volume
+    from tcl.explain import to_stored
+
+    data = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
+    for codes in (("L", "A", "S"), ("P", "L", "I"), ("S", "R", "A")):
+        affine = np.eye(4)  # voxel axis i runs along world axis ornt[i, 0], sign ornt[i, 1]
+        affine[:3, :3] = 0
+        for axis, (world, sign) in enumerate(nib.orientations.axcodes2ornt(codes)):
+            affine[int(world), axis] = sign * (axis + 1.5)  # anisotropic voxels
+        path = tmp_path / f"{''.join(codes)}.nii.gz"
+        nib.save(nib.Nifti1Image(data, affine), str(path))
+        assert nib.aff2axcodes(affine) == codes
+        canonical = load_volume(path).data
+        np.testing.assert_array_equal(to_stored(canonical, affine), data)
+
+
+def test_sign_shares_is_an_energy_pointing_game():
+    from tcl.explain import sign_shares
+
+    signs = np.zeros((4, 4, 1), dtype=int)
+    signs[0, 0, 0] = 1  # one voxel of family "a"
+    signs[1, :2, 0] = 2  # two voxels of family "b"
+    region = np.ones_like(signs, dtype=bool)
+    region[3] = False  # 12 voxels seen
+    attribution = np.zeros((4, 4, 1))
+    attribution[0, 0, 0] = 3.0  # on a
+    attribution[2, 0, 0] = 1.0  # on no sign
+    attribution[1, 0, 0] = -5.0  # negative evidence does not count
+    attribution[3, 3, 0] = 9.0  # outside the region does not count
+    shares = sign_shares(attribution, signs, region, {1: "a", 2: "b", 3: "c"}).set_index("family")
+    assert list(shares.index) == ["a", "b", "any_sign"]  # c is absent
+    assert shares.loc["a", "attribution_share"] == pytest.approx(0.75)
+    assert shares.loc["a", "area_share"] == pytest.approx(1 / 12)
+    assert shares.loc["a", "enrichment"] == pytest.approx(9.0)
+    assert shares.loc["b", "attribution_share"] == 0.0
+    assert shares.loc["any_sign", "area_share"] == pytest.approx(3 / 12)
+
+
+def test_atomic_writes_have_ordinary_file_permissions(tmp_path):
+    from tcl.utils import write_text_atomic
+
+    path = tmp_path / "shared.txt"
+    write_text_atomic(path, "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
