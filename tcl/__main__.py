@@ -24,6 +24,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "splits": ("tcl.data.splits:cli", "draw the paper's random train/test splits"),
     "radiomics": ("tcl.radiomics:cli", "hand-crafted features + logistic regression reference"),
     "train": ("tcl.train:cli", "train one configuration on one draw"),
+    "predict": (
+        "tcl.predict:cli",
+        "apply saved networks to new patients (probabilities, classes, explanation maps)",
+    ),
     "bench": ("tcl.bench:cli", "measure training and inference throughput"),
     "evaluate": ("tcl.evaluate:cli", "metrics, paper comparison and DeLong tests over runs"),
 }

@@ -40,23 +40,14 @@ LATENT_FACTORS = {
 
 def load_trained(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The final model of a run saved with ``--save-weights``, in eval mode, and its run.json."""
-    from tcl.config import Profile
-    from tcl.models import build
+    from tcl.saved import load_model
 
     run_dir = Path(run_dir)
-    weights, info_path = run_dir / "model.pt", run_dir / "run.json"
-    if not weights.is_file() or not info_path.is_file():
-        raise TclError(
-            f"{run_dir} has no model.pt/run.json; train it with --save-weights "
-            "(python -m tcl train ... --save-weights)"
-        )
-    info = json.loads(info_path.read_text())
-    profile = Profile(
-        **{k: tuple(v) if isinstance(v, list) else v for k, v in info["profile"].items()}
-    )
-    model = build(info["config"], width=profile.width, dropout=profile.dropout)
-    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
-    return model.to(device).eval(), info
+    model, _ = load_model(run_dir, device)
+    info_path = run_dir / "run.json"
+    if not info_path.is_file():
+        raise TclError(f"{run_dir} has no run.json; was it written by python -m tcl train?")
+    return model, json.loads(info_path.read_text())
 
 
 @torch.no_grad()

@@ -8,7 +8,9 @@ of the last epoch (paper-facts.md, "Training"). The run directory receives
   seconds, samples/s;
 - ``run.json``     resolved profile, configuration, draw, seed, provenance, device, wall time,
   parameter count, FLOPs per sample, cache hash;
-- ``model.pt``     the final weights (only with ``--save-weights``);
+- ``model.safetensors``, ``model.json``  the final weights and how to rebuild and feed them
+  (only with ``--save-weights``; tcl.saved), so that ``python -m tcl predict`` can apply the
+  network to new patients;
 - ``predictions.csv`` written last, so its presence means the run completed: one row per test
   patient with softmax probabilities and argmax classes.
 
@@ -58,7 +60,15 @@ from tcl.metrics import PREDICTION_COLUMNS
 from tcl.utils import TclError, atomic_path, provenance, seed_everything, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
-OUTPUTS = ("predictions.csv", "history.csv", "run.json", "model.pt")
+# model.pt: the pickled weights of runs before model.safetensors, removed with the rest
+OUTPUTS = (
+    "predictions.csv",
+    "history.csv",
+    "run.json",
+    "model.safetensors",
+    "model.json",
+    "model.pt",
+)
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -448,7 +458,7 @@ def train_run(
         device: ``auto`` (CUDA if present), ``cpu`` or ``cuda``.
         seed: overrides ``profile.seed`` (model init, dropout, shuffling, augmentation).
         quiet: no progress bar; one line per epoch instead.
-        save_weights: also write model.pt (final state_dict).
+        save_weights: also write model.safetensors and model.json (tcl.saved).
         compile: wrap the model in torch.compile for the training steps.
         grad_accum: split each batch into this many micro-batches (same effective batch).
         force: discard a finished run or a checkpoint in ``out_dir`` and start over.
@@ -689,8 +699,24 @@ def train_run(
     }
     write_text_atomic(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
     if save_weights:
-        with atomic_path(out_dir / "model.pt") as tmp:
-            torch.save(model.state_dict(), tmp)
+        from tcl.saved import save_model
+
+        save_model(
+            out_dir,
+            model,
+            config,
+            run["profile"],
+            data.meta,
+            {
+                "draw": draw,
+                "seed": seed,
+                "n_train": n_train,
+                "train_ids_hash": key["train_ids_hash"],
+                "cache": run["cache"],
+                "splits": str(splits_path),
+                "device": run["device"],
+            },
+        )
     # Last: predictions.csv marks the run as complete.
     with atomic_path(out_dir / "predictions.csv") as tmp:
         predictions.to_csv(tmp, index=False)
@@ -753,7 +779,11 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
     parser.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
-    parser.add_argument("--save-weights", action="store_true", help="also write model.pt")
+    parser.add_argument(
+        "--save-weights",
+        action="store_true",
+        help="also keep the trained network (model.safetensors + model.json) for tcl predict",
+    )
     parser.add_argument("--force", action="store_true", help="discard an existing run/checkpoint")
     args = parser.parse_args(argv)
     check_config(args.config)
