@@ -3,8 +3,9 @@
 The paper's 800-patient cohort is private, so ``python -m tcl synth`` writes a stand-in: per
 patient a co-registered T1C, FLAIR-C and ADC volume, a mask (1 = tumour, 2 = peritumoural
 oedema) and a sign map (below), and ``manifest.csv`` with the labels, demographics and the
-generator's ground truth (``latent_*`` columns). THE DATA IS SYNTHETIC; it reproduces the pipeline, not the clinical
-findings. The design follows ``shared/reference/imaging-signs.md`` (cited below as "signs §N").
+generator's ground truth (``latent_*`` columns). THE DATA IS SYNTHETIC; it reproduces the
+pipeline, not the clinical findings. The design follows ``shared/reference/imaging-signs.md``
+(cited below as "signs §N").
 
 Geometry
     The field of view is fixed at 256 × 256 × 144 mm (left-right × posterior-anterior ×
@@ -628,6 +629,21 @@ SIGN_LABELS: dict[int, tuple[str, str]] = {
     10: ("calcification", "G (negative)"),
 }
 SIGN_FAMILIES: dict[str, int] = {name: label for label, (name, _) in SIGN_LABELS.items()}
+# The task whose specific factor (I for invasion, G for grade) drives each family; A, which
+# drives both tasks, is left out. The tumour body carries grade through its ADC (loading 70 on
+# G against 15 on I) and heterogeneity.
+SIGN_TASK: dict[str, str] = {
+    "tumour": "high_grade",
+    "oedema": "invasion",
+    "interface": "invasion",
+    "dural_tail": "high_grade",
+    "feeders": "invasion",
+    "mushroom_neck": "invasion",
+    "fingers": "invasion",
+    "cyst": "high_grade",
+    "necrosis": "high_grade",
+    "calcification": "high_grade",
+}
 INTERFACE_HALF_WIDTH_MM = 2.0  # the interface shell: |distance to the surface| < this + blur
 
 
