@@ -29,6 +29,13 @@ import yaml
 from tcl.utils import atomic_path
 
 KERNEL = "python3"
+# The kernel talks to papermill over local IPC sockets (in a private temporary folder per run)
+# instead of jupyter_client's default, TCP on localhost. Two reasons: ipykernel logs "Kernel is
+# running over TCP without encryption ..." at startup of every TCP kernel, a warning a user of
+# `make all` would read once per notebook and can do nothing about; and local sockets are what
+# that warning itself recommends (no port that other users of the machine could reach). Both
+# ends run on this machine, so nothing needs TCP. POSIX only, like the GPU locks below.
+KERNEL_TRANSPORT = "ipc"
 GPU_LOCKS = Path(tempfile.gettempdir()) / "tcl-gpu-locks"
 
 
@@ -92,10 +99,14 @@ def run_notebook(
     """Execute ``source`` into ``output``; raise ``RuntimeError`` naming the failing cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
+    from traitlets.config import Config
 
     source, output = Path(source), Path(output)
     cwd = Path(cwd) if cwd else source.resolve().parent
-    with atomic_path(output) as tmp:
+    # A private folder for the kernel's sockets: jupyter_client would otherwise name them
+    # kernel-ipc-1 … -5 in the working directory, where two notebooks run by make -j collide.
+    with atomic_path(output) as tmp, tempfile.TemporaryDirectory(prefix="tcl-kernel-") as sockets:
+        transport = {"transport": KERNEL_TRANSPORT, "ip": os.path.join(sockets, "kernel")}
         try:
             papermill.execute_notebook(
                 str(source),
@@ -105,6 +116,8 @@ def run_notebook(
                 cwd=str(cwd),
                 progress_bar=False,
                 execution_timeout=timeout,
+                # nbclient hands its config to the kernel manager it creates
+                config=Config({"KernelManager": transport}),
             )
         except PapermillExecutionError as error:
             failed = output.with_name(output.name.removesuffix(".ipynb") + ".failed.ipynb")
