@@ -14,12 +14,17 @@ from tcl.config import CONFIGS, get_profile
 
 
 def write_tiny_cache(
-    root: Path, n_patients: int = 24, size: tuple[int, int, int] = (32, 32, 12), seed: int = 0
+    root: Path,
+    n_patients: int = 24,
+    size: tuple[int, int, int] = (32, 32, 12),
+    seed: int = 0,
+    signal: float = 2.0,
 ) -> Path:
     """A cache in tcl.data.preprocess's format with a planted, learnable signal.
 
-    Invasive patients get a bright rim in t1c, high-grade patients a dark core in adc; every
-    patient has an ellipsoidal foreground (z-scored) in zero background.
+    Invasive patients get a bright rim in t1c, high-grade patients a dark core in adc, both
+    ``signal`` noise SDs strong; every patient has an ellipsoidal foreground (z-scored) in zero
+    background.
     """
     rng = np.random.default_rng(seed)
     h, w, d = size
@@ -34,8 +39,8 @@ def write_tiny_cache(
     volumes = np.zeros((n_patients, 3, h, w, d), dtype=np.float16)
     for i in range(n_patients):
         image = rng.normal(0, 1, (3, h, w, d))
-        image[0] += 2.0 * invasion[i] * ((radius > 0.6) & inside)
-        image[2] -= 2.0 * high_grade[i] * (radius < 0.4)
+        image[0] += signal * invasion[i] * ((radius > 0.6) & inside)
+        image[2] -= signal * high_grade[i] * (radius < 0.4)
         image = image * inside
         for c in range(3):
             values = image[c][inside]
