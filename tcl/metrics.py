@@ -27,7 +27,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from tcl.stats import check_labels, check_labels_any, check_scores
 from tcl.utils import TclError
@@ -71,6 +70,10 @@ def task_metrics(y_true: object, score: object, y_pred: object) -> dict[str, flo
     ``y_pred`` [n] the predicted class 0/1. Returns ``{metric: value}`` for every name in
     ``METRICS``.
     """
+    # imported here: tcl.train (and so tcl predict) needs this module's column names, not
+    # scikit-learn, whose import costs most of a second
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
     y = check_labels(y_true)
     s = check_scores(score, y.size, "score")
     pred = check_labels_any(y_pred, y.size, "y_pred")

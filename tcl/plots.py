@@ -177,3 +177,30 @@ def r2_heatmap(table: pd.DataFrame, title: str = "") -> plt.Figure:
     ax.set(title=title or "linear predictability of each latent factor (out-of-fold R²)")
     fig.tight_layout()
     return fig
+
+
+def pointing_game_bars(summary: pd.DataFrame, title: str = "") -> plt.Figure:
+    """Per task (panels) and sign family (bars): the mean share of the positive attribution on
+    the family against the family's mean share of the crop box, for patients with the label
+    (solid) and without it (hatched). ``summary``: tcl.explain.summarize_shares."""
+    tasks = list(dict.fromkeys(summary["task"]))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        rows = summary[(summary["task"] == task) & (summary["family"] != "any_sign")]
+        families = list(dict.fromkeys(rows["family"]))
+        x = np.arange(len(families))
+        for offset, label in ((-0.2, 1), (0.2, 0)):
+            part = rows[rows["label"] == label].set_index("family").reindex(families)
+            hatch = None if label == 1 else "//"
+            name = "with the label" if label == 1 else "without"
+            ax.bar(x + offset, part["attribution_share"], 0.38, color="tab:red", alpha=0.8,
+                   hatch=hatch, label=f"attribution share, {name}")  # fmt: skip
+            ax.scatter(x + offset, part["area_share"], color="black", marker="_", s=160,
+                       zorder=3, label=f"area share, {name}" if label == 1 else None)  # fmt: skip
+        ax.set_xticks(x, families, rotation=35, ha="right", fontsize=8)
+        ax.set(ylabel="share of the crop box / of positive attribution", title=task)
+        ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -56,7 +56,6 @@ from torch import nn
 
 from tcl.augment import augment
 from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
-from tcl.metrics import PREDICTION_COLUMNS
 from tcl.utils import TclError, atomic_path, provenance, seed_everything, write_text_atomic
 
 CHECKPOINT = "checkpoint.pt"
@@ -650,6 +649,8 @@ def train_run(
     if last_epoch < profile.epochs:
         say(f"stopped after epoch {last_epoch} of {profile.epochs} (max_epochs); rerun to resume")
         return out_dir
+
+    from tcl.metrics import PREDICTION_COLUMNS  # here: tcl.metrics pulls in scipy.stats (0.5 s)
 
     eval_start = time.perf_counter()
     p_invasion, p_high_grade = predict(

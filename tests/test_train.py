@@ -122,7 +122,8 @@ def smoke_runs(cohort, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_configuration_trains_two_smoke_epochs(cohort, smoke_runs, config):
-    from tcl.train import PREDICTION_COLUMNS, lr_at_epoch
+    from tcl.metrics import PREDICTION_COLUMNS
+    from tcl.train import lr_at_epoch
 
     out = smoke_runs[config]
     table = predictions(out)
