@@ -55,6 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     except TclError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is a request, not a crash: one line, and the shell's status for SIGINT. Every
+        # verb writes through temporary names, so nothing half-written is left behind.
+        print(f"interrupted: python -m tcl {verb} stopped (Ctrl-C)", file=sys.stderr)
+        return 130
     return int(status or 0)
 
 

@@ -125,8 +125,10 @@ def _ignored_entries(runs_dir: Path) -> list[str]:
 
 def read_predictions(path: Path, draw: int) -> pd.DataFrame:
     """One run's predictions.csv; its ``draw`` column must equal the folder's draw."""
+    from tcl.data.manifest import read_csv_text_ids
+
     try:
-        table = pd.read_csv(path)
+        table = read_csv_text_ids(path)  # ids as text: a patient NA or None is not missing
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
         raise TclError(f"{path}: cannot read predictions ({error})") from None
     if "draw" in table.columns and not (table["draw"] == draw).all():

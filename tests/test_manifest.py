@@ -10,7 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_AFFINE, TINY_SHAPE, tiny_images, write_nifti
+from conftest import (
+    TINY_AFFINE,
+    TINY_PATIENTS,
+    TINY_SHAPE,
+    tiny_images,
+    write_nifti,
+    write_tiny_cohort,
+)
 
 from tcl.__main__ import main
 from tcl.data.manifest import (
@@ -81,12 +88,12 @@ def _inf(data, affine):
     return data, affine
 
 
-def _shorter(data, affine):
-    return data[:, :, :7], affine
+def _first_slice_only(data, affine):
+    return data[:, :, :1], affine  # a field of view that misses the tumour's slices 1..6
 
 
-def _shifted(data, affine):
-    affine[0, 3] += 1.0
+def _elsewhere(data, affine):
+    affine[0, 3] += 500.0  # half a metre to the side: no overlap with t1c at all
     return data, affine
 
 
@@ -132,13 +139,13 @@ BAD_INPUTS = {
         lambda m: (m.parent / "P003" / "flairc.nii.gz").write_bytes(b"garbage" * 50),
         ["P003", "flairc.nii.gz", "cannot read"],
     ),
-    "shape mismatch": (
-        lambda m: _rewrite(m.parent, "P001", "adc", _shorter),
-        ["P001", "adc.nii.gz", "shape"],
+    "field of view misses the ROI": (
+        lambda m: _rewrite(m.parent, "P001", "adc", _first_slice_only),
+        ["P001", "adc.nii.gz", "does not reach the ROI"],
     ),
-    "affine mismatch": (
-        lambda m: _rewrite(m.parent, "P004", "flairc", _shifted),
-        ["P004", "flairc.nii.gz", "affine"],
+    "fields of view do not overlap": (
+        lambda m: _rewrite(m.parent, "P004", "flairc", _elsewhere),
+        ["P004", "flairc.nii.gz", "t1c.nii.gz", "does not overlap"],
     ),
     "NaN voxel": (lambda m: _rewrite(m.parent, "P002", "t1c", _nan), ["P002", "t1c.nii.gz", "NaN"]),
     "inf voxel": (lambda m: _rewrite(m.parent, "P003", "adc", _inf), ["P003", "adc.nii.gz", "inf"]),
@@ -210,12 +217,21 @@ def test_validate_lists_several_problems_at_once_in_manifest_order(tiny_cohort):
     assert validate_cohort(tiny_cohort, workers=2) == serial  # deterministic in parallel
 
 
-def test_validate_command_exits_nonzero_or_reports_ok(tiny_cohort):
-    command = [sys.executable, "-m", "tcl", "validate", str(tiny_cohort), "--quiet"]
+# two more high-grade patients, so that every class can be split (two per class at least)
+SPLITTABLE = TINY_PATIENTS + (
+    ("P005", 2, 1, "F", 6, 18, 10, 30),
+    ("P006", 2, 0, "M", 12, 28, 4, 20),
+)
+
+
+def test_validate_command_exits_nonzero_or_reports_ok(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "cohort", SPLITTABLE)
+    command = [sys.executable, "-m", "tcl", "validate", str(manifest), "--quiet"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("OK: 4 patients, WHO I 2, high grade with invasion 1")
-    (tiny_cohort.parent / "P002" / "adc.nii.gz").unlink()
+    last = done.stdout.strip().splitlines()[-1]
+    assert last.startswith("OK: 6 patients, WHO I 2, high grade with invasion 2")
+    (tmp_path / "cohort" / "P002" / "adc.nii.gz").unlink()
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "P002" in done.stdout and "adc.nii.gz" in done.stdout
 
@@ -224,8 +240,8 @@ def test_validate_command_exits_nonzero_or_reports_ok(tiny_cohort):
 
 LAYOUT = {  # folder -> patients; each patient's box crop differs in shape
     "Grade_1": {"A01": (10, 30, 12, 20), "A02": (8, 20, 8, 20)},
-    "Grade_2_invasion": {"B01": (5, 15, 5, 25)},
-    "Grade_2_noninvasion": {"C01": (20, 36, 14, 30)},
+    "Grade_2_invasion": {"B01": (5, 15, 5, 25), "B02": (6, 18, 10, 30)},
+    "Grade_2_noninvasion": {"C01": (20, 36, 14, 30), "C02": (12, 28, 4, 20)},
 }
 
 
@@ -247,13 +263,13 @@ def test_import_folders_round_trip_validate_and_preprocess(tmp_path, capsys):
     shapes = write_layout(tmp_path / "released")
     manifest = tmp_path / "cohort" / "manifest.csv"
     status = main(["import-folders", str(tmp_path / "released"), "--out", str(manifest)])
-    assert status == 0 and "4 patients" in capsys.readouterr().out
+    assert status == 0 and "6 patients" in capsys.readouterr().out
     text = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     assert not any(Path(p).is_absolute() for p in text["t1c"])  # relative to the manifest
     table = read_manifest(manifest)
-    assert table["patient_id"].tolist() == ["A01", "A02", "B01", "C01"]
-    assert table["who_grade"].tolist() == [1, 1, 2, 2]
-    assert table["invasion"].tolist() == [0, 0, 1, 0]
+    assert table["patient_id"].tolist() == ["A01", "A02", "B01", "B02", "C01", "C02"]
+    assert table["who_grade"].tolist() == [1, 1, 2, 2, 2, 2]
+    assert table["invasion"].tolist() == [0, 0, 1, 1, 0, 0]
     assert table["mask"].isna().all() and table["age"].isna().all()
     assert table["flairc"].str.endswith("t2_bbox.nii.gz").all()
     for _, row in table.iterrows():
@@ -264,8 +280,8 @@ def test_import_folders_round_trip_validate_and_preprocess(tmp_path, capsys):
         manifest, tmp_path / "cache", size=(16, 16, 4), workers=1, progress=False
     )
     cache = load_cache(out)
-    assert cache.volumes.shape == (4, 3, 16, 16, 4)
-    assert cache.index["patient_id"].tolist() == ["A01", "A02", "B01", "C01"]
+    assert cache.volumes.shape == (6, 3, 16, 16, 4)
+    assert cache.index["patient_id"].tolist() == ["A01", "A02", "B01", "B02", "C01", "C02"]
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from tcl.data.preprocess import (
 from tcl.utils import TclError
 
 SIZE = (16, 16, 8)
+FAR_AWAY = TINY_AFFINE + np.array([[0, 0, 0, 900.0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
 
 
 def box_volume(shape=(60, 50, 6), box=(10, 30, 20, 30), value=500.0) -> np.ndarray:
@@ -219,8 +220,8 @@ def test_load_cache_errors_name_the_command_that_builds_it(tiny_cohort, tmp_path
             ["P001", "mask.nii.gz", "empty ROI"],
         ),
         (
-            lambda c: write_nifti(c / "P002" / "adc.nii.gz", np.ones((40, 41, 8)), TINY_AFFINE),
-            ["P002", "adc.nii.gz", "shape"],
+            lambda c: write_nifti(c / "P002" / "adc.nii.gz", np.ones((40, 41, 8)), FAR_AWAY),
+            ["P002", "adc.nii.gz", "does not overlap"],
         ),
     ],
 )

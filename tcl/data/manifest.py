@@ -7,32 +7,55 @@ A cohort is a CSV manifest plus NIfTI files. One row per patient::
 Image paths are relative to the manifest's folder (absolute paths are kept as they are). The
 region of interest (ROI) comes from ``mask`` (any label > 0; labels 1 = tumour, 2 = oedema) or,
 where ``mask`` is empty, from the bounding-box columns ``x0, x1, y0, y1, z0, z1``: voxel indices,
-end-exclusive, in the canonical (RAS+) voxel grid that :func:`tcl.data.nifti.load_volume`
-returns. When a row has both, the mask is used. ``age``, ``sex`` and ``scanner`` may be empty
-(real cohorts often lack them); extra columns (e.g. the synthetic cohort's ``latent_*``) are kept.
+end-exclusive, of the T1C file **as stored** (what ``img.dataobj[x0:x1, y0:y1, z0:z1]`` indexes,
+i.e. what a viewer shows as voxel coordinates), whatever its orientation. When a row has both,
+the mask is used. ``age``, ``sex`` and ``scanner`` may be empty (real cohorts often lack them);
+extra columns (e.g. the synthetic cohort's ``latent_*``) are kept. The table may come from a
+spreadsheet: ``,``, ``;`` or tab between cells (``;`` and tab files may use decimal commas),
+a UTF-8 byte-order mark, and rows with every cell empty are accepted.
+
+The sequences must be co-registered (their affines map voxels to the same scanner space), not
+necessarily on one voxel grid: FLAIR-C, ADC and the mask on another grid than T1C are resampled
+onto the T1C grid with nibabel (linear for images, nearest neighbour for the mask). A file whose
+field of view does not overlap T1C's, or misses the ROI entirely, is refused.
 
 Task labels: ``invasion`` and ``high_grade = who_grade >= 2``.
 
 Every check collects all problems before reporting, each naming the patient and the file, so a
-cohort of 800 patients is fixed in one pass rather than one error at a time.
+cohort of 800 patients is fixed in one pass rather than one error at a time. Warnings (signal
+that is zero, constant or mostly clipped inside the ROI; partial coverage) do not stop a run.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import multiprocessing
 import os
+import re
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
-from tcl.data.nifti import load_volume
+from tcl.data.nifti import (
+    Volume,
+    box_to_canonical,
+    canonical_orientation,
+    covered_fraction,
+    load_volume,
+    reorient,
+    resample_to_grid,
+    world_extent,
+)
 from tcl.utils import TclError, write_text_atomic
 
 MANIFEST_COLUMNS = (
@@ -56,6 +79,15 @@ OPTIONAL_COLUMNS = ("age", "sex", "scanner")
 WHO_GRADES = (1, 2, 3)
 MASK_LABELS = (0, 1, 2)  # background, tumour, peritumoural oedema
 AFFINE_TOLERANCE = 1e-3  # mm; co-registered files written by different tools differ by rounding
+# validate warns when more than this share of a sequence's ROI voxels sits at or above the clip
+# ceiling (tcl.data.preprocess.CLIP_RANGE): the contrast inside the tumour is then mostly cut
+# away, as with a 12-bit scanner range (0..4095) or an ADC map in other units. Oedema ADC
+# (about 1200..1600 × 1e-6 mm²/s) legitimately clips, hence half rather than a few percent.
+CLIPPED_SHARE_WARNING = 0.5
+# Cell separators a manifest may use: CSV, spreadsheet exports in comma-decimal locales, TSV.
+SEPARATORS = (",", ";", "\t")
+# Text read as patient identifiers is never a missing value: NA, N/A, null, None are ids.
+ID_COLUMNS = ("patient_id",)
 
 # The released code's folder layout (import-folders): folder -> (who_grade, invasion).
 # Its high-grade folders do not tell WHO II from WHO III: both are imported as who_grade 2,
@@ -81,6 +113,10 @@ def _is_empty(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value == ""
 
 
+def _is_blank(value: object) -> bool:
+    return _is_empty(value) or (isinstance(value, str) and not value.strip())
+
+
 def _as_int(value: object) -> int | None:
     """``value`` (a CSV cell as text) as an int, or None if it is not a whole number."""
     try:
@@ -100,19 +136,95 @@ def _convert_extra(column: pd.Series) -> pd.Series:
         return column
 
 
+_DECIMAL_COMMA = re.compile(r"^\s*([+-]?\d*),(\d+)\s*$")
+
+
+def _decimal_point(value: object) -> object:
+    """``"56,5"`` → ``"56.5"`` (a decimal comma); any other cell unchanged."""
+    if isinstance(value, str):
+        return _DECIMAL_COMMA.sub(r"\1.\2", value)
+    return value
+
+
+def _header_cells(line: str, separator: str) -> list[str]:
+    return [cell.strip() for cell in next(csv.reader([line], delimiter=separator), [])]
+
+
+def _find_separator(path: Path) -> tuple[str | None, str]:
+    """The cell separator of the manifest: the one of :data:`SEPARATORS` that splits the header
+    line into cells one of which is ``patient_id``. Returns (separator or None, header line)."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        header = next((line for line in handle if line.strip()), "")
+    for separator in SEPARATORS:
+        if "patient_id" in _header_cells(header, separator):
+            return separator, header
+    return None, header
+
+
+def read_csv_text_ids(
+    path: str | os.PathLike, id_columns: tuple[str, ...] = ID_COLUMNS, **kwargs
+) -> pd.DataFrame:
+    """``pd.read_csv(path, **kwargs)`` with the ``id_columns`` read as text, verbatim.
+
+    pandas turns the cells ``NA``, ``N/A``, ``null``, ``None``, ``nan`` … into missing values
+    and ``0001`` into 1; as patient identifiers they are names. The id columns are therefore
+    read a second time as plain text (a table of ids is small) and replace the parsed ones;
+    every other column is parsed as ``pd.read_csv`` would.
+    """
+    table = pd.read_csv(path, **kwargs)
+    present = [c for c in id_columns if c in table.columns]
+    if present:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "usecols", "na_values")}
+        kwargs.update(usecols=present, dtype=str, keep_default_na=False)
+        text = pd.read_csv(path, **kwargs)
+        for column in present:
+            table[column] = text[column].to_numpy(dtype=object)
+    return table
+
+
 def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
     """Parse and check the manifest table. Returns (table or None if unusable, problems).
 
     Cells are read as text (only empty cells become NaN) so that ids like ``0001`` or ``NA``
-    survive and malformed numbers can be reported with their original spelling.
+    survive and malformed numbers can be reported with their original spelling. The separator
+    is found from the header line (``,``, ``;`` or tab); with ``;`` or tab, numbers may use a
+    decimal comma. Rows whose every cell is empty (a spreadsheet's trailing rows) are dropped.
     """
     if not path.is_file():
         return None, [f"manifest not found: {path}"]
+    separator, header = _find_separator(path)
+    if separator is None:
+        known = [c for c in MANIFEST_COLUMNS if c in header]
+        if known:
+            # the column names are there but no known separator splits them apart
+            shown = header.strip()[:80]
+            return None, [
+                f"{path}: cannot split the header line {shown!r} into columns: cells must be "
+                "separated by ',' (CSV), ';' (spreadsheet export) or a tab; save the manifest "
+                "with one of these separators"
+            ]
+        separator = ","  # no patient_id at all: the missing-column report below says so
     try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        raw = pd.read_csv(
+            path,
+            sep=separator,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8-sig",
+        )
     except Exception as error:  # pandas raises several types for malformed CSV
-        return None, [f"{path}: cannot read manifest CSV: {error}"]
+        return None, [f"{path}: cannot read manifest CSV (separator {separator!r}): {error}"]
     raw.columns = [str(c).strip() for c in raw.columns]
+    # a spreadsheet's empty rows (every cell empty or blank) are not patients
+    blank = raw.apply(lambda column: column.map(_is_blank)).all(axis=1)
+    lines = (raw.index[~blank.to_numpy()] + 2).to_numpy()  # CSV line of each row (header = 1)
+    raw = raw.loc[~blank].reset_index(drop=True)
+    if separator != ",":
+        numeric = ("who_grade", "invasion", "age") + BBOX_COLUMNS
+        for column in raw.columns:
+            if column in numeric or column not in MANIFEST_COLUMNS:
+                raw[column] = raw[column].map(_decimal_point)
 
     problems: list[str] = []
     has_bbox = all(c in raw.columns for c in BBOX_COLUMNS)
@@ -140,7 +252,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
     bbox = np.full((len(raw), 6), -1, dtype=np.int64)
     for i, row in enumerate(raw.to_dict("records")):
         pid = ids.iloc[i]
-        who = f"{path}: patient {pid}" if pid else f"{path}: row {i + 2}"
+        who = f"{path}: patient {pid}" if pid else f"{path}: row {lines[i]}"
         if not pid:
             problems.append(f"{who}: empty patient_id")
         grade = _as_int(row["who_grade"])
@@ -193,7 +305,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
 
     counts = ids[ids != ""].value_counts()
     for pid in counts[counts > 1].index:
-        rows = [str(i + 2) for i in np.flatnonzero(ids.to_numpy() == pid)]
+        rows = [str(lines[i]) for i in np.flatnonzero(ids.to_numpy() == pid)]
         problems.append(
             f"{path}: patient {pid}: duplicate patient_id (CSV lines {', '.join(rows)})"
         )
@@ -275,11 +387,31 @@ class PatientFiles:
 
 @dataclass
 class PatientImages:
-    """The loaded images of one patient: ``images`` [3, X, Y, Z] float32 (t1c, flairc, adc) and
-    the ROI as (x0, x1, y0, y1, z0, z1), end-exclusive, in the canonical voxel grid."""
+    """The loaded images of one patient, on the T1C voxel grid in canonical (RAS+) orientation.
+
+    ``images`` [3, X, Y, Z] float32 (t1c, flairc, adc); ``roi`` (x0, x1, y0, y1, z0, z1),
+    end-exclusive, in that canonical grid; ``mask`` [X, Y, Z] uint8 labels on the same grid
+    (None when the ROI came from a bbox); ``warnings`` (signal sanity, partial coverage; they do
+    not stop a run); ``resampled``: modality or ``mask`` → how it was put onto the T1C grid.
+    """
 
     images: np.ndarray
     roi: tuple[int, int, int, int, int, int]
+    mask: np.ndarray | None = None
+    warnings: list[str] = field(default_factory=list)
+    resampled: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PatientCheck:
+    """What checking one patient found: ``problems`` (the patient cannot be used), ``warnings``
+    (it can, but look), ``resampled`` (file → how it was put onto the T1C grid). Small and
+    picklable, so validation workers return it instead of the images."""
+
+    patient_id: str
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    resampled: dict[str, str] = field(default_factory=dict)
 
 
 def roi_of_mask(mask: np.ndarray) -> tuple[int, int, int, int, int, int] | None:
@@ -296,25 +428,91 @@ def roi_of_mask(mask: np.ndarray) -> tuple[int, int, int, int, int, int] | None:
     return tuple(bounds)  # type: ignore[return-value]
 
 
-def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
-    """Load and check one patient's files; collect every problem rather than stop at the first.
+def _same_grid(a: Volume, b: Volume) -> bool:
+    return a.data.shape == b.data.shape and np.allclose(
+        a.affine, b.affine, rtol=0, atol=AFFINE_TOLERANCE
+    )
 
-    Checks: each file exists and is a readable 3D NIfTI; no NaN/inf voxels; every modality (and
-    the mask) has the shape and affine of the first readable modality; mask labels are in
-    {0, 1, 2}; the ROI (mask > 0, or the bbox) is non-empty and inside the volume.
-    Returns (problems, images); images is None when there is any problem.
-    """
-    pid = files.patient_id
+
+def _sample_points(box: tuple[int, ...], per_axis: int = 16) -> np.ndarray:
+    """Up to ``per_axis``³ voxel centres [N, 3] spread evenly over the voxel box ``box``
+    (x0, x1, y0, y1, z0, z1; end-exclusive): enough to tell how much of it a field of view
+    covers without visiting millions of voxels."""
+    axes = [
+        np.unique(np.linspace(lo, hi - 1, min(per_axis, hi - lo)).round())
+        for lo, hi in zip(box[::2], box[1::2], strict=True)
+    ]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def _grid_text(volume: Volume) -> str:
+    shape = "×".join(str(n) for n in volume.data.shape)
+    spacing = "×".join(f"{s:.3g}" for s in volume.spacing)
+    return f"{shape} voxels of {spacing} mm"
+
+
+def _extent_text(volume: Volume) -> str:
+    corners = world_extent(volume.data.shape, volume.affine)
+    low, high = corners.min(axis=0), corners.max(axis=0)
+    return ", ".join(
+        f"{axis} {lo:.0f}..{hi:.0f}" for axis, lo, hi in zip("xyz", low, high, strict=True)
+    )
+
+
+def _signal_checks(
+    pid: str, files: PatientFiles, images: np.ndarray, region: np.ndarray, roi: tuple[int, ...]
+) -> tuple[list[str], list[str]]:
+    """Signal sanity of ``images`` [3, X, Y, Z] inside the ROI ``region`` [X, Y, Z] (bool) →
+    (problems, warnings). A problem is what preprocessing refuses: no voxel > 0 after clipping
+    in any sequence over the in-plane ROI box (all slices, the crop it takes)."""
+    from tcl.data.preprocess import CLIP_RANGE, crop_in_plane
+
     problems: list[str] = []
-    volumes: dict[str, Any] = {}
+    warnings: list[str] = []
+    ceiling = CLIP_RANGE[1]
+    for k, modality in enumerate(MODALITIES):
+        values = images[k][region]
+        where = f"patient {pid}, {modality}: {files.paths[modality]}"
+        if values.size == 0:
+            continue
+        if not values.any():
+            warnings.append(f"{where} is all zero inside the ROI ({values.size} voxels)")
+        elif values.min() == values.max():
+            warnings.append(
+                f"{where} is constant ({values.flat[0]:g}) inside the ROI ({values.size} voxels)"
+            )
+        share = float(np.count_nonzero(values >= ceiling)) / values.size
+        if share > CLIPPED_SHARE_WARNING:
+            warnings.append(
+                f"{where}: {share:.0%} of the ROI voxels are at or above the clip ceiling "
+                f"{ceiling:g} (preprocessing clips to {list(CLIP_RANGE)}); is the intensity "
+                "range or unit what the model expects?"
+            )
+    crop = crop_in_plane(images, roi)
+    if not (crop > CLIP_RANGE[0]).any():
+        problems.append(
+            f"patient {pid}: no voxel > {CLIP_RANGE[0]:g} in any sequence inside the ROI "
+            f"(in-plane box x {roi[0]}..{roi[1]}, y {roi[2]}..{roi[3]}, every slice), so "
+            f"preprocessing has nothing to normalise ({files.paths['t1c']})"
+        )
+    return problems, warnings
+
+
+def _load_patient(files: PatientFiles) -> tuple[PatientCheck, PatientImages | None]:
+    """Load and check one patient's files (see :func:`load_patient`)."""
+    pid = files.patient_id
+    check = PatientCheck(patient_id=pid)
+    problems = check.problems
+    volumes: dict[str, Volume] = {}  # as stored
     entries = [(m, files.paths[m]) for m in MODALITIES]
     if files.mask is not None:
         entries.append(("mask", files.mask))
+    paths = dict(entries)
     for name, path in entries:
         if not path:
             continue  # an empty path is a table-level problem, reported there
         try:
-            volume = load_volume(path, what=f"patient {pid}, {name}")
+            volume = load_volume(path, what=f"patient {pid}, {name}", canonical=False)
         except TclError as error:
             problems.append(str(error))
             continue
@@ -323,27 +521,34 @@ def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
             problems.append(f"patient {pid}, {name}: {bad} NaN/inf voxel(s) in {path}")
         volumes[name] = volume
 
-    reference = next(((m, volumes[m]) for m in MODALITIES if m in volumes), None)
-    if reference is not None:
-        ref_name, ref = reference
-        ref_path = files.paths[ref_name]
-        for name, path in entries:
-            if name == ref_name or name not in volumes:
-                continue
-            other = volumes[name]
-            if other.data.shape != ref.data.shape:
-                problems.append(
-                    f"patient {pid}, {name}: shape {other.data.shape} of {path} differs from "
-                    f"{ref_name} {ref.data.shape} ({ref_path})"
-                )
-            elif not np.allclose(other.affine, ref.affine, rtol=0, atol=AFFINE_TOLERANCE):
-                worst = float(np.abs(other.affine - ref.affine).max())
-                problems.append(
-                    f"patient {pid}, {name}: affine of {path} differs from {ref_name} "
-                    f"({ref_path}) by up to {worst:.4g} (tolerance {AFFINE_TOLERANCE})"
-                )
+    # The reference grid is T1C's (the first readable modality when T1C itself is broken).
+    reference = next((m for m in MODALITIES if m in volumes), None)
+    if reference is None:
+        return check, None
+    ref = volumes[reference]
+    ref_path = paths[reference]
+    ref_shape: tuple[int, int, int] = ref.data.shape  # type: ignore[assignment]
+    whole = (0, ref_shape[0], 0, ref_shape[1], 0, ref_shape[2])
+    other_grid: list[str] = []
+    for name in volumes:
+        if name == reference or _same_grid(volumes[name], ref):
+            continue
+        other = volumes[name]
+        # overlap both ways: a small field of view inside T1C's, or T1C's inside a large one
+        seen = covered_fraction(_sample_points(whole), ref.affine, other.data.shape, other.affine)
+        other_box = tuple(v for n in other.data.shape for v in (0, n))
+        back = covered_fraction(_sample_points(other_box), other.affine, ref_shape, ref.affine)
+        if seen == 0 and back == 0:
+            problems.append(
+                f"patient {pid}, {name}: the field of view of {paths[name]} ({_extent_text(other)}"
+                f" mm) does not overlap that of {reference} {ref_path} ({_extent_text(ref)} mm): "
+                "not co-registered, or the wrong file"
+            )
+            continue
+        other_grid.append(name)
 
-    roi = None
+    mask_data: np.ndarray | None = None
+    roi: tuple[int, int, int, int, int, int] | None = None  # in the stored T1C grid
     if "mask" in volumes:
         mask = volumes["mask"].data
         # select the odd voxels first: np.unique over the whole mask (a sort) costs more
@@ -357,34 +562,115 @@ def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
             problems.append(
                 f"patient {pid}, mask: label(s) {shown} outside {{0, 1, 2}} in {files.mask}"
             )
-        roi = roi_of_mask(np.where(np.isfinite(mask), mask, 0))
+        if "mask" in other_grid:
+            mask = resample_to_grid(volumes["mask"], ref_shape, ref.affine, order=0).data
+            check.resampled["mask"] = (
+                f"{_grid_text(volumes['mask'])} → the {reference} grid, nearest neighbour"
+            )
+        mask_data = np.where(np.isfinite(mask), mask, 0)
+        roi = roi_of_mask(mask_data)
         if roi is None:
-            problems.append(f"patient {pid}, mask: empty ROI (no voxel > 0) in {files.mask}")
-    elif files.mask is None and files.bbox is not None and reference is not None:
-        ref_name, ref = reference
-        shape = ref.data.shape
+            problems.append(
+                f"patient {pid}, mask: empty ROI (no voxel > 0"
+                + (" on the t1c grid" if "mask" in other_grid else "")
+                + f") in {files.mask}"
+            )
+    elif files.mask is None and files.bbox is not None:
         x0, x1, y0, y1, z0, z1 = files.bbox
         spans = [(x0, x1), (y0, y1), (z0, z1)]
-        inside = all(0 <= lo < hi <= n for (lo, hi), n in zip(spans, shape, strict=True))
+        inside = all(0 <= lo < hi <= n for (lo, hi), n in zip(spans, ref_shape, strict=True))
         if any(hi <= lo for lo, hi in spans):
             pass  # an empty bbox is a table-level problem, already reported by _read_table
         elif not inside:
             problems.append(
-                f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is "
-                f"outside the volume of shape {shape} ({ref_name} {files.paths[ref_name]})"
+                f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is outside "
+                f"the volume of shape {ref_shape} as stored ({reference} {ref_path}; bbox "
+                "columns are voxel indices of the file as stored)"
             )
         else:
             roi = files.bbox
 
+    images_on_grid = [m for m in MODALITIES if m in other_grid]
+    if roi is not None:
+        points = _sample_points(roi)
+        for name in images_on_grid:
+            other = volumes[name]
+            share = covered_fraction(points, ref.affine, other.data.shape, other.affine)
+            if share == 0:
+                problems.append(
+                    f"patient {pid}, {name}: the field of view of {paths[name]} "
+                    f"({_extent_text(other)} mm) does not reach the ROI on the {reference} "
+                    f"grid ({ref_path}): not co-registered, or the wrong file"
+                )
+            elif share < 1:
+                check.warnings.append(
+                    f"patient {pid}, {name}: {paths[name]} covers only {share:.0%} of the ROI; "
+                    "the rest is 0 after resampling onto the t1c grid"
+                )
+
     if problems or roi is None or any(m not in volumes for m in MODALITIES):
-        return problems, None
-    images = np.stack([volumes[m].data for m in MODALITIES]).astype(np.float32, copy=False)
-    return problems, PatientImages(images=images, roi=roi)
+        return check, None
+    stacked = np.empty((len(MODALITIES), *ref_shape), dtype=np.float32)
+    for k, modality in enumerate(MODALITIES):
+        volume = volumes[modality]
+        if modality in images_on_grid:
+            check.resampled[modality] = (
+                f"{_grid_text(volume)} → the {reference} grid ({_grid_text(ref)}), linear"
+            )
+            volume = resample_to_grid(volume, ref_shape, ref.affine, order=1)
+        stacked[k] = volume.data
+    # Reorient to canonical last: the bbox is read in the stored grid, then carried along.
+    ornt = canonical_orientation(ref.affine)
+    images = np.stack([reorient(channel, ornt) for channel in stacked])
+    del stacked
+    canonical_roi = box_to_canonical(roi, ref_shape, ornt)
+    canonical_mask = None
+    if mask_data is not None:
+        canonical_mask = reorient(mask_data, ornt).astype(np.uint8)
+        region = canonical_mask > 0
+    else:
+        region = np.zeros(images.shape[1:], dtype=bool)
+        x0, x1, y0, y1, z0, z1 = canonical_roi
+        region[x0:x1, y0:y1, z0:z1] = True
+    signal_problems, signal_warnings = _signal_checks(pid, files, images, region, canonical_roi)
+    problems.extend(signal_problems)
+    check.warnings.extend(signal_warnings)
+    if problems:
+        return check, None
+    return check, PatientImages(
+        images=images,
+        roi=canonical_roi,
+        mask=canonical_mask,
+        warnings=list(check.warnings),
+        resampled=dict(check.resampled),
+    )
+
+
+def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
+    """Load and check one patient's files; collect every problem rather than stop at the first.
+
+    Checks: each file exists and is a readable 3D NIfTI; no NaN/inf voxels; every modality (and
+    the mask) either has the grid (shape and affine) of T1C or is co-registered on another grid
+    whose field of view overlaps T1C's and reaches the ROI — then it is resampled onto the T1C
+    grid (nibabel ``resample_from_to``: linear for images, nearest for the mask); mask labels
+    are in {0, 1, 2}; the ROI (mask > 0, or the bbox in T1C's stored voxel grid) is non-empty,
+    inside the volume and has some signal > 0. The images are then reoriented to canonical.
+    Returns (problems, images); images is None when there is any problem, else its
+    ``warnings`` and ``resampled`` say what to look at.
+    """
+    check, images = _load_patient(files)
+    return check.problems, images
 
 
 def check_patient(files: PatientFiles) -> list[str]:
     """The problems of one patient's files (``load_patient`` without keeping the images)."""
-    return load_patient(files)[0]
+    return _load_patient(files)[0].problems
+
+
+def inspect_patient(files: PatientFiles) -> PatientCheck:
+    """Problems, warnings and resampled files of one patient (``load_patient`` without the
+    images, so that validation workers send back a few lines rather than volumes)."""
+    return _load_patient(files)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -402,6 +688,29 @@ def default_workers(n_items: int, workers: int | None = None) -> int:
     return max(1, min(wanted, n_items))
 
 
+def _watch_parent(parent: int) -> None:
+    """Exit this worker as soon as its parent is gone (the worker is then re-parented).
+
+    A worker blocked on the task queue never learns that a SIGKILLed parent (out-of-memory
+    killer, container stop) has died: it shares the queue's pipe with its siblings, so it never
+    sees end-of-file, and it would wait for ever as an orphan holding memory.
+    """
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os._exit(1)
+
+
+def _init_worker(parent: int) -> None:
+    """Run in each pool worker before its first task."""
+    # Ctrl-C goes to the whole process group: the parent alone reacts (it stops the pool and
+    # prints one line), the workers would each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the parent's Python-level SIGTERM handler (preprocess installs
+    # one to clean up); a worker terminated by the pool must simply stop.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
 def map_patients(
     func: Callable[[Item], Result],
     items: Iterable[Item],
@@ -417,6 +726,11 @@ def map_patients(
     Workers are forked where the platform allows: spawned workers would re-import the caller's
     main module, which breaks scripts without an ``if __name__ == "__main__"`` guard. ``func``
     uses only numpy and nibabel, so threads that the parent holds (torch) do not matter.
+
+    Workers ignore Ctrl-C (the parent handles it) and exit by themselves within a fraction of a
+    second when the parent dies, however it dies. When the consumer stops early (an error, an
+    interrupt, ``close()``), queued items are cancelled and the pool is shut down without
+    waiting; workers finish the item in hand and exit.
     """
     from tqdm.auto import tqdm
 
@@ -430,21 +744,29 @@ def map_patients(
             return
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            pending: list[Future] = []
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(os.getpid(),),
+        )
+        finished = False
+        pending: list[Future] = []
+        try:
             iterator = iter(items)
-            try:
-                for item in iterator:
-                    pending.append(pool.submit(func, item))
-                    if len(pending) >= 2 * workers:
-                        yield pending.pop(0).result()
-                        bar.update(1)
-                while pending:
+            for item in iterator:
+                pending.append(pool.submit(func, item))
+                if len(pending) >= 2 * workers:
                     yield pending.pop(0).result()
                     bar.update(1)
-            finally:
-                for future in pending:
-                    future.cancel()
+            while pending:
+                yield pending.pop(0).result()
+                bar.update(1)
+            finished = True
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=finished, cancel_futures=True)
     finally:
         bar.close()
 
@@ -453,23 +775,84 @@ def map_patients(
 # whole-cohort validation
 
 
-def validate_cohort(
-    path: str | os.PathLike, workers: int | None = 1, progress: bool = False
-) -> list[str]:
-    """Every problem of a cohort: the manifest's (see :func:`read_manifest`) and every
-    patient's files (see :func:`load_patient`), in manifest order. An empty list means valid.
-    """
+@dataclass
+class CohortReport:
+    """Everything :func:`check_cohort` found: ``problems`` (each stops a later step),
+    ``warnings`` (worth a look, stop nothing) and ``resampled`` (patient → file → how it was put
+    onto the T1C grid), all in manifest order."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    resampled: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def _draw_checks(path: Path, table: pd.DataFrame, draws: int) -> tuple[list[str], list[str]]:
+    """What ``python -m tcl splits --draws N`` would refuse in this cohort (problems), and
+    draws that cannot all differ (a warning)."""
+    from tcl.data.splits import class_size_problems, distinct_training_sets, patient_class
+
+    if draws < 1:
+        return [f"--draws must be at least 1, got {draws}"], []
+    sizes = {"low_grade": 0, "high_grade_invasive": 0, "high_grade_noninvasive": 0}
+    for grade, invasion in zip(table["who_grade"], table["invasion"], strict=True):
+        sizes[patient_class(int(grade), int(invasion))] += 1
+    problems = [
+        f"{path}: {problem}; `python -m tcl splits` refuses this cohort"
+        for problem in class_size_problems(sizes)
+    ]
+    warnings = []
+    if not problems:
+        distinct = distinct_training_sets(sizes)
+        if distinct < draws:
+            warnings.append(
+                f"{path}: the class sizes {sizes} allow only {distinct} different training "
+                f"set(s), fewer than the {draws} draws: some draws will be identical"
+            )
+    return problems, warnings
+
+
+def check_cohort(
+    path: str | os.PathLike,
+    workers: int | None = 1,
+    progress: bool = False,
+    draws: int | None = None,
+) -> CohortReport:
+    """Check a cohort: the manifest (see :func:`read_manifest`), every patient's files (see
+    :func:`load_patient`) and, when ``draws`` is given, whether ``python -m tcl splits --draws
+    DRAWS`` can split it (each class needs :data:`tcl.data.splits.MIN_PER_CLASS` patients).
+    No problem means that preprocess and splits accept the cohort."""
     path = Path(path)
+    report = CohortReport()
     table, problems = _read_table(path)
+    report.problems.extend(problems)
     if table is None:
-        return problems
+        return report
     patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
     n_workers = default_workers(len(patients), workers)
-    for patient_problems in map_patients(
-        check_patient, patients, workers=n_workers, progress=progress, desc="validate"
+    for check in map_patients(
+        inspect_patient, patients, workers=n_workers, progress=progress, desc="validate"
     ):
-        problems.extend(patient_problems)
-    return problems
+        report.problems.extend(check.problems)
+        report.warnings.extend(check.warnings)
+        if check.resampled:
+            report.resampled[check.patient_id] = check.resampled
+    labels_ok = (table["who_grade"] > 0).all() and (table["invasion"] >= 0).all()
+    if draws is not None and labels_ok:
+        problems, warnings = _draw_checks(path, table, draws)
+        report.problems.extend(problems)
+        report.warnings.extend(warnings)
+    return report
+
+
+def validate_cohort(
+    path: str | os.PathLike,
+    workers: int | None = 1,
+    progress: bool = False,
+    draws: int | None = None,
+) -> list[str]:
+    """Every problem of a cohort (:func:`check_cohort`'s problems, without its warnings), in
+    manifest order. An empty list means valid."""
+    return check_cohort(path, workers=workers, progress=progress, draws=draws).problems
 
 
 def class_counts(table: pd.DataFrame) -> dict[str, int]:
@@ -484,19 +867,44 @@ def class_counts(table: pd.DataFrame) -> dict[str, int]:
 
 
 def cli_validate(argv: list[str]) -> int:
-    """``python -m tcl validate MANIFEST [--workers W] [--quiet]``."""
+    """``python -m tcl validate MANIFEST [--draws N] [--workers W] [--quiet]``."""
+    from tcl.data.splits import DEFAULT_DRAWS
+
     parser = argparse.ArgumentParser(
         prog="python -m tcl validate",
-        description="Check a cohort (manifest and every NIfTI file); list every problem at once.",
+        description=(
+            "Check a cohort (manifest, every NIfTI file, and that it can be split into the "
+            "draws); list every problem at once. Exit 0 means preprocess and splits accept it."
+        ),
     )
     parser.add_argument("manifest", type=Path, help="manifest.csv of the cohort")
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=DEFAULT_DRAWS,
+        help=f"draws that splits will make (default {DEFAULT_DRAWS}, as make does)",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    problems = validate_cohort(args.manifest, workers=args.workers, progress=not args.quiet)
-    if problems:
-        print(f"{len(problems)} problem(s) in {args.manifest}:")
-        for problem in problems:
+    report = check_cohort(
+        args.manifest, workers=args.workers, progress=not args.quiet, draws=args.draws
+    )
+    if report.resampled:
+        print(
+            f"{len(report.resampled)} patient(s) with files on another voxel grid than t1c, "
+            "resampled onto the t1c grid (linear for images, nearest neighbour for masks):"
+        )
+        for pid, files in report.resampled.items():
+            for name, how in files.items():
+                print(f"  - patient {pid}, {name}: {how}")
+    if report.warnings:
+        print(f"{len(report.warnings)} warning(s):")
+        for warning in report.warnings:
+            print(f"  - {warning}")
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) in {args.manifest}:")
+        for problem in report.problems:
             print(f"  - {problem}")
         return 1
     table = read_manifest(args.manifest)
@@ -517,7 +925,7 @@ def import_folders(root: str | os.PathLike, out: str | os.PathLike) -> pd.DataFr
     WHO II from WHO III, so every high-grade patient gets who_grade 2 (``high_grade`` stays
     exact; a WHO III count is not recoverable). ``t2`` is FLAIR-C → column ``flairc``.
     The files are already cropped to the tumour box, so the ROI is the whole volume: bbox
-    columns 0..shape (end-exclusive, canonical grid of ``t1``), ``mask`` empty. age, sex and
+    columns 0..shape (end-exclusive, voxel grid of ``t1`` as stored), ``mask`` empty. age, sex and
     scanner are empty. Paths are written relative to the manifest's folder; the manifest is
     written atomically. Raises :class:`TclError` naming unknown folders, patients with a missing
     file, unreadable ``t1`` files and duplicate patient ids, or an empty ROOT.
@@ -525,6 +933,11 @@ def import_folders(root: str | os.PathLike, out: str | os.PathLike) -> pd.DataFr
     root, out = Path(root), Path(out)
     if not root.is_dir():
         raise TclError(f"import-folders: {root} is not a folder")
+    if out.is_dir():
+        raise TclError(
+            f"import-folders: --out {out} is a folder; give the manifest file to write, e.g. "
+            f"{out / 'manifest.csv'}"
+        )
     problems: list[str] = []
     rows: list[dict[str, object]] = []
     seen: dict[str, Path] = {}
@@ -555,7 +968,7 @@ def import_folders(root: str | os.PathLike, out: str | os.PathLike) -> pd.DataFr
                 continue
             try:
                 shape = load_volume(
-                    patient_dir / "t1_bbox.nii.gz", f"patient {pid}, t1c"
+                    patient_dir / "t1_bbox.nii.gz", f"patient {pid}, t1c", canonical=False
                 ).data.shape
             except TclError as error:
                 problems.append(str(error))

@@ -2,7 +2,10 @@
 
 Volumes are returned in the closest canonical (RAS+) orientation so that every later step can
 assume axis 0 = left→right, 1 = posterior→anterior, 2 = inferior→superior (slices last, as the
-paper's H×W×D input).
+paper's H×W×D input). Two helpers serve manifests written against the files as stored:
+:func:`box_to_canonical` carries a voxel box of the stored grid into the canonical grid, and
+:func:`resample_to_grid` puts a co-registered volume acquired on another grid onto a reference
+grid (nibabel's own resampling).
 """
 
 from __future__ import annotations
@@ -13,13 +16,19 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from tcl.utils import TclError, atomic_path
+
+Box = tuple[int, int, int, int, int, int]  # x0, x1, y0, y1, z0, z1; end-exclusive
 
 
 @dataclass(frozen=True)
 class Volume:
-    """A 3D image in canonical orientation: ``data`` [X, Y, Z] float32, ``affine`` 4×4."""
+    """A 3D image: ``data`` [X, Y, Z] float32 and its voxel-to-world ``affine`` 4×4 (mm).
+
+    :func:`load_volume` returns it in canonical orientation unless asked for the stored one.
+    """
 
     data: np.ndarray
     affine: np.ndarray
@@ -29,8 +38,9 @@ class Volume:
         return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))
 
 
-def load_volume(path: str | os.PathLike, what: str = "") -> Volume:
-    """Read a 3D NIfTI file, reoriented to closest canonical, as float32.
+def load_volume(path: str | os.PathLike, what: str = "", canonical: bool = True) -> Volume:
+    """Read a 3D NIfTI file as float32, reoriented to closest canonical (RAS+) unless
+    ``canonical`` is False (then the voxel grid is the file's own, as ``img.dataobj`` indexes it).
 
     ``what`` (e.g. ``"patient P0001, t1c"``) is prefixed to error messages so that a bad file
     in a cohort of hundreds can be found. Raises :class:`TclError` for a missing, unreadable,
@@ -41,15 +51,100 @@ def load_volume(path: str | os.PathLike, what: str = "") -> Volume:
     if not path.is_file():
         raise TclError(f"{label}file not found: {path}")
     try:
-        image = nib.as_closest_canonical(nib.load(str(path)))
+        image = nib.load(str(path))
+        if canonical:
+            image = nib.as_closest_canonical(image)
         data = np.asarray(image.get_fdata(dtype=np.float32))
+        affine = np.asarray(image.affine, dtype=np.float64)
     except Exception as error:  # nibabel raises many types for corrupt files
         raise TclError(f"{label}cannot read NIfTI file {path}: {error}") from error
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise TclError(f"{label}{path} is not a 3D volume (shape {data.shape})")
-    return Volume(data=data, affine=np.asarray(image.affine, dtype=np.float64))
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        # a singular affine has no orientation and no physical extent to compare
+        raise TclError(f"{label}{path} has a degenerate affine (zero or non-finite voxel size)")
+    return Volume(data=data, affine=affine)
+
+
+def canonical_orientation(affine: np.ndarray) -> np.ndarray:
+    """The reorientation [3, 2] that takes a grid with ``affine`` to closest canonical (RAS+),
+    as ``nib.as_closest_canonical`` uses it: row i = [canonical axis of stored axis i, ±1]."""
+    return io_orientation(affine)
+
+
+def reorient(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """``data`` [X, Y, Z] (stored grid) reoriented by ``ornt`` (:func:`canonical_orientation`)."""
+    return np.ascontiguousarray(apply_orientation(data, ornt))
+
+
+def to_canonical(volume: Volume) -> tuple[Volume, np.ndarray]:
+    """``volume`` (any stored orientation) in closest canonical orientation, as
+    ``nib.as_closest_canonical`` makes it, and the orientation used (for
+    :func:`box_to_canonical`)."""
+    ornt = canonical_orientation(volume.affine)
+    affine = volume.affine @ inv_ornt_aff(ornt, volume.data.shape)
+    return Volume(data=reorient(volume.data, ornt), affine=affine), ornt
+
+
+def box_to_canonical(box: Box, shape: tuple[int, int, int], ornt: np.ndarray) -> Box:
+    """The voxel box ``box`` of a stored grid of ``shape`` in the canonical grid that
+    ``ornt`` (from :func:`to_canonical`) leads to: the same voxels, so
+    ``canonical[box'] == reoriented(stored[box])``.
+
+    A flipped axis of length n maps [lo, hi) to [n - hi, n - lo); axes are then permuted.
+    """
+    spans: list[tuple[int, int]] = [(0, 0)] * 3
+    for axis in range(3):
+        lo, hi = box[2 * axis], box[2 * axis + 1]
+        target, flip = int(ornt[axis, 0]), ornt[axis, 1]
+        if flip < 0:
+            lo, hi = shape[axis] - hi, shape[axis] - lo
+        spans[target] = (lo, hi)
+    return tuple(v for span in spans for v in span)  # type: ignore[return-value]
+
+
+def world_extent(shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    """The 8 corners [8, 3] (mm) of the field of view of a grid: the outer faces of its
+    edge voxels (voxel centres -0.5 … n - 0.5)."""
+    corners = np.array(
+        [[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64
+    )
+    voxels = corners * np.asarray(shape[:3], dtype=np.float64) - 0.5
+    return voxels @ affine[:3, :3].T + affine[:3, 3]
+
+
+def covered_fraction(
+    points_vox: np.ndarray,
+    grid_affine: np.ndarray,
+    other_shape: tuple[int, ...],
+    other_affine: np.ndarray,
+) -> float:
+    """Share of the voxel centres ``points_vox`` [N, 3] of a grid (``grid_affine``) that lie
+    inside the field of view of another grid (``other_shape``, ``other_affine``)."""
+    if len(points_vox) == 0:
+        return 0.0
+    to_other = np.linalg.inv(other_affine) @ grid_affine
+    mapped = points_vox @ to_other[:3, :3].T + to_other[:3, 3]
+    upper = np.asarray(other_shape[:3], dtype=np.float64) - 0.5
+    inside = ((mapped >= -0.5) & (mapped <= upper)).all(axis=1)
+    return float(inside.mean())
+
+
+def resample_to_grid(
+    volume: Volume, shape: tuple[int, int, int], affine: np.ndarray, order: int
+) -> Volume:
+    """``volume`` resampled onto the grid (``shape``, ``affine``) with nibabel's
+    ``resample_from_to`` (scipy ``affine_transform``): ``order`` 1 = trilinear (images),
+    0 = nearest neighbour (label masks, so labels stay labels). Points outside ``volume``'s
+    field of view become 0. Returns data [*shape] float32."""
+    from nibabel.processing import resample_from_to
+
+    source = nib.Nifti1Image(np.asarray(volume.data, dtype=np.float32), volume.affine)
+    out = resample_from_to(source, (tuple(shape), affine), order=order, mode="constant", cval=0.0)
+    data = np.asarray(out.dataobj, dtype=np.float32)
+    return Volume(data=data, affine=np.asarray(affine, dtype=np.float64))
 
 
 def save_volume(

@@ -1,11 +1,13 @@
 """ROI preprocessing into one memory-mappable cache (paper-facts.md, "Preprocessing").
 
-Per patient, on the three modalities loaded in canonical RAS+ orientation (axes X, Y in-plane,
-Z = slices), in this order:
+Per patient, on the three modalities on the T1C voxel grid (FLAIR-C and ADC on another grid are
+resampled onto it, see :func:`tcl.data.manifest.load_patient`), reoriented to canonical RAS+
+(axes X, Y in-plane, Z = slices), in this order:
 
 1. **crop** in-plane to the ROI (bounding box of mask labels > 0, or the manifest's bbox
-   columns) plus ``margin`` voxels on each side, clamped to the volume; all slices are kept
-   (the paper crops in-plane only; the bbox's z0/z1 are checked but do not crop);
+   columns, given in the T1C file's stored voxel grid and carried through the reorientation)
+   plus ``margin`` voxels on each side, clamped to the volume; all slices are kept (the paper
+   crops in-plane only; the bbox's z0/z1 are checked but do not crop);
 2. **clip** intensities to [0, 1200]. Clipping comes before any interpolation, on the raw
    voxels of the cropped box as the released code does, so that an outlier voxel is not
    smeared into its neighbours by the resize (clip-then-interpolate keeps every value in the
@@ -22,16 +24,26 @@ Z = slices), in this order:
 
 Cache layout in ``DIR``: ``volumes.npy`` float16 [N, 3, H, W, D] (t1c, flairc, adc),
 ``index.csv`` (row, patient_id, labels; row order = volumes order), ``meta.json`` (size,
-margin, channels, input hash, provenance). ``meta.json`` is written last: its presence marks a
-complete cache, and a rerun with the same input hash does nothing.
+margin, channels, input hash, resampled patients, provenance). ``meta.json`` is written last:
+its presence marks a complete cache, and a rerun with the same input hash does nothing.
+
+One run at a time writes a cache folder: a run holds an exclusive lock on the folder (``flock``
+on the folder itself, so no lock file is left behind) from its up-to-date check to its last
+write, and a second run into the same folder waits for it. Under the lock, temporary files that
+a killed run left (``.volumes.npy.*.tmp*``, which can be gigabytes) are removed first.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,13 +56,15 @@ from tcl.data.manifest import (
     default_workers,
     load_patient,
     map_patients,
+    read_csv_text_ids,
     read_manifest,
 )
 from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
 
 # Bump when the preprocessing changes what it writes: it is part of the input hash, so every
 # existing cache is rebuilt on the next run.
-PREPROCESS_VERSION = "1"
+# 2: bbox columns in the T1C file's stored voxel grid (were canonical); other grids resampled.
+PREPROCESS_VERSION = "2"
 CLIP_RANGE = (0.0, 1200.0)
 DEFAULT_SIZE = (128, 128, 24)  # H, W, D (paper)
 INDEX_COLUMNS = (
@@ -154,19 +168,28 @@ def preprocess_images(
     return normalised
 
 
+def _preprocess_patient_resampled(
+    job: tuple[PatientFiles, tuple[int, int, int], int],
+) -> tuple[list[str], np.ndarray | None, dict[str, str]]:
+    """Worker: load, check and preprocess one patient → (problems, [3, H, W, D] float16,
+    files resampled onto the T1C grid → how)."""
+    files, size, margin = job
+    problems, loaded = load_patient(files)
+    if loaded is None:
+        return problems or [f"patient {files.patient_id}: could not be loaded"], None, {}
+    try:
+        volume = preprocess_images(loaded.images, loaded.roi, size, margin)
+    except ValueError as error:
+        return [f"patient {files.patient_id}: {error} ({files.paths['t1c']})"], None, {}
+    return [], volume.astype(np.float16), loaded.resampled
+
+
 def _preprocess_patient(
     job: tuple[PatientFiles, tuple[int, int, int], int],
 ) -> tuple[list[str], np.ndarray | None]:
     """Worker: load, check and preprocess one patient → (problems, [3, H, W, D] float16)."""
-    files, size, margin = job
-    problems, loaded = load_patient(files)
-    if loaded is None:
-        return problems or [f"patient {files.patient_id}: could not be loaded"], None
-    try:
-        volume = preprocess_images(loaded.images, loaded.roi, size, margin)
-    except ValueError as error:
-        return [f"patient {files.patient_id}: {error} ({files.paths['t1c']})"], None
-    return [], volume.astype(np.float16)
+    problems, volume, _ = _preprocess_patient_resampled(job)
+    return problems, volume
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,9 +260,8 @@ def load_cache(root: str | os.PathLike) -> Cache:
     try:
         meta = json.loads((root / "meta.json").read_text())
         volumes = np.load(root / "volumes.npy", mmap_mode="r")
-        index = pd.read_csv(
-            root / "index.csv", dtype={"patient_id": str, "sex": str, "scanner": str}
-        )
+        # ids are text: a patient called NA or None must not become a missing value
+        index = read_csv_text_ids(root / "index.csv", dtype={"sex": str, "scanner": str})
     except (OSError, ValueError) as error:
         raise TclError(
             f"cannot read the cache in {root} ({error}); rebuild it with: {_build_command(root)}"
@@ -261,6 +283,71 @@ def _check_options(size: tuple[int, ...], margin: int) -> tuple[int, int, int]:
     return tuple(int(s) for s in size)  # type: ignore[return-value]
 
 
+def _make_folder(out: Path) -> bool:
+    """Create the cache folder ``out`` (and its parents); True if this call created it.
+    Raises :class:`TclError` naming ``--out`` when it is a file or cannot be created."""
+    if out.exists() and not out.is_dir():
+        raise TclError(
+            f"--out {out} is an existing file; the cache is a folder (volumes.npy, index.csv, "
+            "meta.json): give a folder path"
+        )
+    try:
+        out.mkdir(parents=True)
+    except FileExistsError:
+        if not out.is_dir():
+            raise TclError(f"--out {out} is an existing file; give a folder path") from None
+        return False
+    except OSError as error:
+        raise TclError(f"--out {out}: cannot create the cache folder ({error})") from None
+    return True
+
+
+@contextlib.contextmanager
+def _cache_lock(out: Path, say: Callable[[str], None]) -> Iterator[bool]:
+    """Create ``out`` if needed and hold an exclusive ``flock`` on the folder itself while the
+    block runs; another run into the same folder waits. Yields whether this run created
+    ``out`` (so that a failure can remove it again).
+
+    The lock is on the folder, not on a lock file, so no file is left behind. The run that held
+    it may have removed the folder (a failed first build): the lock is then on a deleted
+    folder, and it is taken again on the new one. Where ``flock`` does not exist (Windows), no
+    lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield _make_folder(out)
+        return
+    created = False
+    while True:
+        created = _make_folder(out) or created
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                say(f"waiting for another preprocess run writing {out}")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.path.samestat(os.fstat(fd), os.stat(out))
+            except FileNotFoundError:
+                current = False
+            if current:
+                yield created
+                return
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove the temporary files (tcl.utils.atomic_path names) of cache files that killed
+    runs left in ``out``; only call under the lock, when no live run can own one."""
+    stale = sorted(path for name in CACHE_FILES for path in out.glob(f".{name}.*.tmp*"))
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
 def preprocess_cohort(
     manifest: Path,
     out: Path,
@@ -272,13 +359,44 @@ def preprocess_cohort(
     """Preprocess every patient of ``manifest`` into the cache ``out`` (module docstring).
 
     A no-op when ``out`` already holds a complete cache of the same inputs and options.
-    Bad input (missing/corrupt file, NaN voxel, empty ROI, shape mismatch, ...) raises a
-    :class:`TclError` naming the patient and file; a failed run leaves ``out`` as it was (no
-    partial cache, no temporary files). Returns ``out``.
+    Bad input (missing/corrupt file, NaN voxel, empty ROI, fields of view that do not overlap,
+    ...) raises a :class:`TclError` naming the patient and file; a failed or interrupted run
+    leaves ``out`` as it was (no partial cache, no temporary files). Runs into the same ``out``
+    take turns (a lock on the folder). Returns ``out``.
     """
     manifest, out = Path(manifest), Path(out)
     size = _check_options(size, margin)
+    if out.exists() and not out.is_dir():
+        _make_folder(out)  # raises the --out error before any work
     table = read_manifest(manifest)
+
+    def say(text: str) -> None:
+        if progress:
+            print(text, file=sys.stderr)
+
+    with _cache_lock(out, say) as created:
+        try:
+            stale = _remove_stale_temporaries(out)
+            if stale:
+                say(f"removed {len(stale)} temporary file(s) of an interrupted run in {out}")
+            _build_cache(manifest, table, out, size, margin, workers, progress)
+        except BaseException:
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
+    return out
+
+
+def _build_cache(
+    manifest: Path,
+    table: pd.DataFrame,
+    out: Path,
+    size: tuple[int, int, int],
+    margin: int,
+    workers: int | None,
+    progress: bool,
+) -> None:
+    """The body of :func:`preprocess_cohort`, run under the folder's lock."""
     digest = input_hash(manifest, table, size, margin)
     meta_path = out / "meta.json"
     if all((out / name).is_file() for name in CACHE_FILES):
@@ -289,41 +407,41 @@ def preprocess_cohort(
         if old_hash == digest:
             if progress:
                 print(f"cache up to date: {out}")
-            return out
+            return
 
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
     jobs = [(patient, size, margin) for patient in patients]
     n_workers = default_workers(len(jobs), workers)
     shape = (len(patients), len(MODALITIES), *size)
-    try:
-        with atomic_path(out / "volumes.npy") as tmp:
-            volumes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
-            results = map_patients(
-                _preprocess_patient, jobs, workers=n_workers, progress=progress, desc="preprocess"
-            )
-            try:
-                for row, (problems, volume) in enumerate(results):
-                    if problems or volume is None:
-                        listed = "\n".join(f"  - {p}" for p in problems)
-                        raise TclError(
-                            f"preprocessing stopped at patient {patients[row].patient_id}:\n"
-                            f"{listed}\nno cache was written to {out}; "
-                            f"`python -m tcl validate {manifest}` lists every problem"
-                        )
-                    volumes[row] = volume
-            finally:
-                results.close()  # stops the workers early on failure
-            volumes.flush()
-            del volumes  # release the mapping before the rename
-            # The old cache stays intact until this point; from here its meta.json must go
-            # first, so that a crash between the renames never pairs new volumes with old meta.
-            meta_path.unlink(missing_ok=True)
-    except BaseException:
-        if created and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    resampled: dict[str, dict[str, str]] = {}
+    with atomic_path(out / "volumes.npy") as tmp:
+        volumes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        results = map_patients(
+            _preprocess_patient_resampled,
+            jobs,
+            workers=n_workers,
+            progress=progress,
+            desc="preprocess",
+        )
+        try:
+            for row, (problems, volume, how) in enumerate(results):
+                if problems or volume is None:
+                    listed = "\n".join(f"  - {p}" for p in problems)
+                    raise TclError(
+                        f"preprocessing stopped at patient {patients[row].patient_id}:\n"
+                        f"{listed}\nno cache was written to {out}; "
+                        f"`python -m tcl validate {manifest}` lists every problem"
+                    )
+                volumes[row] = volume
+                if how:
+                    resampled[patients[row].patient_id] = how
+        finally:
+            results.close()  # stops the workers early on failure
+        volumes.flush()
+        del volumes  # release the mapping before the rename
+        # The old cache stays intact until this point; from here its meta.json must go
+        # first, so that a crash between the renames never pairs new volumes with old meta.
+        meta_path.unlink(missing_ok=True)
 
     index = table[["patient_id", "who_grade", "invasion", "high_grade", "age", "sex", "scanner"]]
     index = index.reset_index(drop=True)
@@ -339,11 +457,31 @@ def preprocess_cohort(
         "manifest": str(manifest.resolve()),
         "clip": list(CLIP_RANGE),
         "resize": "trilinear, align_corners=False (separable NumPy)",
+        "resampled_onto_t1c_grid": resampled,
         "dtype": "float16",
         "provenance": provenance(),
     }
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
-    return out
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, a container stop) ends the run like an error
+    does: the exception unwinds, so the temporary volumes file is removed, the workers are
+    stopped and the lock is released, then the process exits with status 143 (128 + 15)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        print("preprocess: terminated (SIGTERM); the cache folder is as it was", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def cli(argv: list[str]) -> int:
@@ -371,14 +509,15 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     args = parser.parse_args(argv)
-    out = preprocess_cohort(
-        args.manifest,
-        args.out,
-        size=tuple(args.size),
-        margin=args.margin,
-        workers=args.workers,
-        progress=not args.quiet,
-    )
+    with _exit_on_sigterm():
+        out = preprocess_cohort(
+            args.manifest,
+            args.out,
+            size=tuple(args.size),
+            margin=args.margin,
+            workers=args.workers,
+            progress=not args.quiet,
+        )
     if not args.quiet:
         meta = json.loads((out / "meta.json").read_text())
         print(f"cache {out}: {meta['n_patients']} patients, size {meta['size']}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from pathlib import Path
 
@@ -31,6 +32,8 @@ PAPER_TABLE1 = {
 PAPER_CLASS_SIZES = {name: row[0] for name, row in PAPER_TABLE1.items()}
 PAPER_TRAIN_COUNTS = {"low_grade": 145, "high_grade_invasive": 44, "high_grade_noninvasive": 25}
 CLASSES = tuple(PAPER_CLASS_SIZES)
+MIN_PER_CLASS = 2  # one patient to train on and one to test on, in every class
+DEFAULT_DRAWS = 3  # the paper's; the Makefile asks for the same
 
 
 def patient_class(who_grade: int, invasion: int) -> str:
@@ -40,8 +43,22 @@ def patient_class(who_grade: int, invasion: int) -> str:
     return "high_grade_noninvasive" if who_grade >= 2 else "low_grade"
 
 
+def class_size_problems(class_sizes: dict[str, int]) -> list[str]:
+    """One line per class of ``class_sizes`` (class → patients) too small to be split."""
+    return [
+        f"class {name} has {size} patient(s); each class needs at least {MIN_PER_CLASS} "
+        "(one to train on, one to test on)"
+        for name, size in class_sizes.items()
+        if size < MIN_PER_CLASS
+    ]
+
+
 def train_counts(class_sizes: dict[str, int]) -> dict[str, int]:
-    """Training patients per class: the paper's counts, scaled to this cohort's class sizes."""
+    """Training patients per class: the paper's counts, scaled to this cohort's class sizes.
+    Raises :class:`TclError` naming every class with fewer than :data:`MIN_PER_CLASS`."""
+    problems = class_size_problems(class_sizes)
+    if problems:
+        raise TclError("; ".join(problems))
     counts = {}
     for name, size in class_sizes.items():
         if size == PAPER_CLASS_SIZES[name]:
@@ -49,12 +66,15 @@ def train_counts(class_sizes: dict[str, int]) -> dict[str, int]:
         else:
             share = PAPER_TRAIN_COUNTS[name] / PAPER_CLASS_SIZES[name]
             counts[name] = int(min(max(round(share * size), 1), size - 1))
-        if size < 2:
-            raise TclError(
-                f"class {name} has {size} patient(s); each class needs at least 2 "
-                "(one to train on, one to test on)"
-            )
     return counts
+
+
+def distinct_training_sets(class_sizes: dict[str, int]) -> int:
+    """How many different training sets the class-stratified draw can produce: the product
+    over classes of (class size choose training count). Fewer than the draws asked for means
+    that some draws repeat."""
+    counts = train_counts(class_sizes)
+    return math.prod(math.comb(class_sizes[name], counts[name]) for name in class_sizes)
 
 
 def make_draws(
@@ -120,9 +140,19 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument("--manifest", required=True, type=Path, help="cohort manifest.csv")
     parser.add_argument("--out", required=True, type=Path, help="splits.json to write")
-    parser.add_argument("--draws", type=int, default=3, help="number of draws (default 3)")
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=DEFAULT_DRAWS,
+        help=f"number of draws (default {DEFAULT_DRAWS})",
+    )
     parser.add_argument("--seed", type=int, default=666, help="seed (default 666, the paper's)")
     args = parser.parse_args(argv)
+    if args.out.is_dir():
+        raise TclError(
+            f"--out {args.out} is a folder; give the splits file to write, e.g. "
+            f"{args.out / 'splits.json'}"
+        )
 
     from tcl.data.manifest import read_manifest
 
