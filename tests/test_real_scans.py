@@ -172,7 +172,7 @@ def test_validate_warns_about_zero_constant_clipped_and_partly_covered_sequences
     expected = {
         "P001 flairc zero": ("P001, flairc", "flairc.nii.gz", "all zero inside the ROI"),
         "P002 adc constant": ("P002, adc", "adc.nii.gz", "constant (500)"),
-        "P003 t1c clipped": ("P003, t1c", "t1c.nii.gz", "% of the ROI voxels are at or above"),
+        "P003 t1c clipped": ("P003, t1c", "t1c.nii.gz", "100% of the tumour's voxels are at"),
         "P004 adc partial": ("P004, adc", "adc.nii.gz", "covers only 50% of the ROI"),
     }
     for case, needles in expected.items():
