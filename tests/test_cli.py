@@ -45,3 +45,15 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     with atomic_path(target) as tmp:
         tmp.write_text("whole")
     assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
+
+
+def interrupted(argv: list[str]) -> int:
+    raise KeyboardInterrupt
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
+    monkeypatch.setitem(VERBS, "slow", (f"{__name__}:interrupted", "a verb the user interrupts"))
+    assert main(["slow", "--anything"]) == 130
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "interrupted: python -m tcl slow stopped (Ctrl-C)\n"

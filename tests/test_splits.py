@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tcl.data.splits import make_draws, patient_class, read_splits, train_counts, write_splits
+from tcl.data.splits import (
+    CLASSES,
+    make_draws,
+    patient_class,
+    read_splits,
+    train_counts,
+    write_splits,
+)
 from tcl.utils import TclError
 
 
@@ -68,3 +75,22 @@ def test_round_trip_and_bad_files(tmp_path):
     with pytest.raises(TclError, match="disjoint"):
         read_splits(bad)
     assert np.all([isinstance(i, str) for i in draws[0]["train"]])
+
+
+def test_distinct_training_sets_is_what_many_draws_actually_produce():
+    from tcl.data.splits import distinct_training_sets
+
+    for sizes in [(2, 2, 2), (3, 2, 2), (5, 3, 2)]:
+        table = cohort(*sizes)
+        seen = {tuple(d["train"]) for d in make_draws(table, n_draws=400, seed=3)}
+        named = dict(zip(CLASSES, sizes, strict=True))
+        assert distinct_training_sets(named) == len(seen), sizes
+
+
+def test_every_class_too_small_is_named_at_once():
+    with pytest.raises(TclError) as caught:
+        train_counts({"low_grade": 1, "high_grade_invasive": 0, "high_grade_noninvasive": 5})
+    message = str(caught.value)
+    assert "low_grade has 1 patient(s)" in message
+    assert "high_grade_invasive has 0 patient(s)" in message
+    assert "high_grade_noninvasive" not in message
