@@ -145,6 +145,8 @@ def test_the_same_anatomy_stored_in_other_orientations_gives_the_same_cache(tmp_
         out = preprocess_cohort(manifest, tmp_path / f"cache {name}", size=SIZE, workers=1,
                                 progress=False)  # fmt: skip
         caches[name] = np.load(out / "volumes.npy")
+        loaded = load_patient(patient_files(manifest, "P002"))[1]
+        np.testing.assert_allclose(loaded.affine, TINY_AFFINE)  # the RAS anatomy's grid
     # the stored boxes really differ from the canonical one (or the test would prove nothing)
     las = pd.read_csv(tmp_path / "LAS" / "manifest.csv")
     ras = pd.read_csv(tmp_path / "RAS" / "manifest.csv")

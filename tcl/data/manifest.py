@@ -48,6 +48,7 @@ import pandas as pd
 from tcl.data.nifti import (
     Volume,
     box_to_canonical,
+    canonical_affine,
     canonical_orientation,
     covered_fraction,
     load_volume,
@@ -393,7 +394,8 @@ class PatientImages:
     ``images`` [3, X, Y, Z] float32 (t1c, flairc, adc); ``roi`` (x0, x1, y0, y1, z0, z1),
     end-exclusive, in that canonical grid; ``mask`` [X, Y, Z] uint8 labels on the same grid
     (None when the ROI came from a bbox); ``warnings`` (signal sanity, partial coverage; they do
-    not stop a run); ``resampled``: modality or ``mask`` → how it was put onto the T1C grid.
+    not stop a run); ``resampled``: modality or ``mask`` → how it was put onto the T1C grid;
+    ``affine``: that canonical grid's voxel-to-mm matrix (spacing, position).
     """
 
     images: np.ndarray
@@ -401,6 +403,7 @@ class PatientImages:
     mask: np.ndarray | None = None
     warnings: list[str] = field(default_factory=list)
     resampled: dict[str, str] = field(default_factory=dict)
+    affine: np.ndarray | None = None  # 4×4 voxel → mm of ``images``' (canonical) grid
 
 
 @dataclass
@@ -660,6 +663,7 @@ def _load_patient(files: PatientFiles) -> tuple[PatientCheck, PatientImages | No
         mask=canonical_mask,
         warnings=list(check.warnings),
         resampled=dict(check.resampled),
+        affine=canonical_affine(ref.affine, ref_shape),
     )
 
 

@@ -79,12 +79,17 @@ def reorient(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(apply_orientation(data, ornt))
 
 
+def canonical_affine(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The affine 4×4 of a stored grid (``affine``, ``shape``) once reoriented to canonical."""
+    return affine @ inv_ornt_aff(canonical_orientation(affine), shape[:3])
+
+
 def to_canonical(volume: Volume) -> tuple[Volume, np.ndarray]:
     """``volume`` (any stored orientation) in closest canonical orientation, as
     ``nib.as_closest_canonical`` makes it, and the orientation used (for
     :func:`box_to_canonical`)."""
     ornt = canonical_orientation(volume.affine)
-    affine = volume.affine @ inv_ornt_aff(ornt, volume.data.shape)
+    affine = canonical_affine(volume.affine, volume.data.shape)
     return Volume(data=reorient(volume.data, ornt), affine=affine), ornt
 
 
