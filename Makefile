@@ -10,6 +10,7 @@
 #   PYTHON=/path/to/python           use an existing environment instead of .venv/
 #   make -j N all THREADS=k          N trainings in parallel, k CPU threads each (k·N ≤ cores)
 #   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
+#   SAVE_WEIGHTS="efmt mmoe" | all   also keep these networks (proposed is always kept)
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SECONDARY:
@@ -25,6 +26,9 @@ THREADS ?= 0
 # GPU ids the trainings share out, one per training at a time (tcl.notebooks --gpus); empty =
 # every training sees all GPUs and uses the first.
 GPUS    ?=
+# Configurations whose trained networks are kept (model.safetensors + model.json, for tcl
+# predict); the proposed one always is (06 and 07 use it). At paper width a network is 0.8 GB.
+SAVE_WEIGHTS ?=
 
 CONFIGS := efmt mfmt mmoe maml baseline1 baseline2 baseline3 baseline4 proposed
 DRAWS   := 0 1 2
@@ -61,8 +65,8 @@ test: env
 	$(MAKE) --no-print-directory -j2 pipeline PROFILE=smoke THREADS=1
 
 lint: env
-	$(PYTHON) -m ruff check tcl tests
-	$(PYTHON) -m ruff format --check tcl tests
+	$(PYTHON) -m ruff check tcl tests tools
+	$(PYTHON) -m ruff format --check tcl tests tools
 
 clean-env:
 	rm -rf $(VENV)
@@ -101,11 +105,12 @@ COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest $(call from_n
              -p cache ../$(CACHE) -p splits ../$(SPLITS) -p results ../$(RESULTS) \
              -p figures ../$(FIGURES)
 DATA_SOURCES  := $(wildcard tcl/data/*.py)
-TRAIN_SOURCES := tcl/train.py tcl/losses.py tcl/config.py $(wildcard tcl/augment.py tcl/models/*.py)
+TRAIN_SOURCES := tcl/train.py tcl/losses.py tcl/config.py tcl/saved.py $(wildcard tcl/augment.py tcl/models/*.py)
+SAVED_CONFIGS := proposed $(if $(filter all,$(SAVE_WEIGHTS)),$(CONFIGS),$(SAVE_WEIGHTS))
 EVAL_SOURCES  := tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py
 RUN_TARGETS   := $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(RUNS)/$(c)/draw$(d)/predictions.csv))
 RADIOMICS     := $(foreach d,$(DRAWS),$(RUNS)/radiomics/draw$(d)/predictions.csv)
-REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 06_representations,$(NBOUT)/$(n).ipynb)
+REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 06_representations 07_predict_explain,$(NBOUT)/$(n).ipynb)
 endif
 
 pipeline: announce $(REPORTS)
@@ -135,7 +140,7 @@ $(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl
 # One training notebook per configuration and draw; the run's predictions.csv is the target.
 define TRAIN_RULE
 $(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
-	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) -p threads $(THREADS) -p retrain True
+	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) -p threads $(THREADS) -p retrain True -p save_weights $(if $(filter $(1),$(SAVED_CONFIGS)),True,False)
 endef
 $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
 
@@ -147,3 +152,6 @@ $(EVAL)/metrics_summary.csv: $(RUN_TARGETS) $(RADIOMICS) $(EVAL_SOURCES)
 
 $(NBOUT)/0%.ipynb: notebooks/0%.ipynb $(EVAL)/metrics_summary.csv $(NBOUT)/01_data.ipynb
 	$(NOTEBOOK) $< $@ $(COMMON)
+
+# the saved network applied to raw files: also rerun when prediction or explanation changes
+$(NBOUT)/07_predict_explain.ipynb: tcl/predict.py tcl/explain.py tcl/saved.py

@@ -49,3 +49,19 @@ def test_synthetic_default_paths_and_gpu_sharing():
     assert "-p manifest ../data/synthetic-smoke/raw/manifest.csv " in command
     assert "-p results ../results/smoke " in command and "--gpus" not in command
     assert "--gpus 0,1 " in training_command(dry_run("PROFILE=smoke", "GPUS=0,1"))
+
+
+def test_the_proposed_network_is_always_kept_and_others_on_request():
+    def saved(lines: list[str], config: str) -> bool:
+        command = next(line for line in lines if f"02_train_{config}_draw1" in line)
+        assert "-p save_weights " in command
+        return "-p save_weights True" in command
+
+    default = dry_run("PROFILE=smoke")
+    assert saved(default, "proposed") and not saved(default, "efmt")
+    chosen = dry_run("PROFILE=smoke", "SAVE_WEIGHTS=efmt mmoe")
+    assert saved(chosen, "efmt") and saved(chosen, "mmoe") and not saved(chosen, "maml")
+    assert saved(chosen, "proposed")
+    every = dry_run("PROFILE=smoke", "SAVE_WEIGHTS=all")
+    assert all(saved(every, c) for c in ("efmt", "mfmt", "mmoe", "maml", "baseline1"))
+    assert any("07_predict_explain.ipynb" in line for line in default)

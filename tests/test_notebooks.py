@@ -11,7 +11,7 @@ from tcl.notebooks import run_notebook
 NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("0*.ipynb"))
 
 
-def test_the_six_numbered_notebooks_exist():
+def test_the_seven_numbered_notebooks_exist():
     names = [p.stem for p in NOTEBOOKS]
     assert names == [
         "01_data",
@@ -20,6 +20,7 @@ def test_the_six_numbered_notebooks_exist():
         "04_ablation",
         "05_significance",
         "06_representations",
+        "07_predict_explain",
     ]
 
 
@@ -32,6 +33,13 @@ def test_notebook_is_clean_and_has_one_parameters_cell(path):
     assert len(tagged) == 1
     assert "profile: str" in tagged[0].source
     assert notebook.metadata["kernelspec"]["name"] == "python3"
+    # papermill must understand every parameter line, or it logs "Unable to parse line" and
+    # drops the value make passes ("Passed unknown parameter"); a '=' in a comment breaks it
+    from papermill.translators import PythonTranslator
+
+    declared = [line.split(":")[0] for line in tagged[0].source.splitlines() if ": " in line]
+    parsed = [parameter.name for parameter in PythonTranslator.inspect(tagged[0])]
+    assert parsed == declared
 
 
 def write_notebook(path: Path, *sources: str) -> Path:
