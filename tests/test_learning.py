@@ -95,7 +95,7 @@ def test_proposed_network_learns_a_planted_signal_and_the_prior_would_fail(
 
 @pytest.fixture(scope="module")
 def radiomics_cohort(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """160 synthetic patients at 64×64×12 (131 WHO I, 29 high grade of which 13 invasive)."""
+    """160 synthetic patients at 64×64×12 (131 WHO I, 29 high grade of which 12 invasive)."""
     from tcl import radiomics
     from tcl.data import synth
     from tcl.data.manifest import read_manifest
@@ -120,7 +120,7 @@ def test_radiomics_reference_beats_chance_clearly(radiomics_cohort):
         draws.append({"train": sorted(train), "test": test})
     predictions = radiomics.predict_draws(features, manifest, draws)
     aucs = radiomics.auc_table(predictions)
-    # Measured: invasion 0.75, 0.83, 0.94; grade 0.86, 0.82, 0.92. Chance is 0.5.
+    # Measured: invasion 0.74, 0.82, 0.93; grade 0.86, 0.82, 0.91. Chance is 0.5.
     assert (aucs.mean() >= 0.75).all(), aucs
     assert (aucs.min() >= 0.65).all(), aucs
     constant = predictions.assign(p_invasion=0.5, p_high_grade=0.5)

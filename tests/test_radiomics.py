@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_nifti
 
 from tcl import radiomics
 from tcl.data import synth
@@ -45,11 +47,19 @@ def _draws(manifest: pd.DataFrame, n_draws: int = 2) -> list[dict[str, list[str]
     return draws
 
 
+# Features that are undefined for some patients and left NaN for the classifier's imputer.
+MAY_BE_MISSING = {"oedema_flairc_mean", "oedema_adc_mean", "sphericity", "surface_to_volume"}
+
+
 def test_features_are_finite_one_row_per_patient(cohort, features):
     manifest = read_manifest(cohort)
     assert list(features.patient_id) == list(manifest.patient_id)
-    values = features.drop(columns="patient_id").to_numpy()
+    values = features.drop(columns=["patient_id", *MAY_BE_MISSING]).to_numpy()
     assert values.dtype == float and np.isfinite(values).all()
+    # oedema intensities are missing exactly where there is no oedema, never filled in here
+    no_oedema = features.oedema_ml == 0
+    assert no_oedema.any() and (~no_oedema).any()
+    assert (features.oedema_adc_mean.isna() == no_oedema).all()
     for name in (
         "tumour_ml",
         "oedema_ml",
@@ -64,7 +74,6 @@ def test_features_are_finite_one_row_per_patient(cohort, features):
     # the features measure what they say: tumour volume follows the generator's ground truth
     truth = manifest.set_index("patient_id").loc[features.patient_id, "latent_tumour_ml"]
     assert np.corrcoef(truth, features.tumour_ml)[0, 1] > 0.9
-    assert (features.sphericity > 0).all() and (features.sphericity <= 1.3).all()
 
 
 def test_features_do_not_depend_on_worker_count(cohort, features):
@@ -82,7 +91,7 @@ def test_predict_draws_format(cohort, features):
         assert sorted(part.patient_id) == draw["test"]
     assert predictions[["p_invasion", "p_high_grade"]].stack().between(0, 1).all()
     for task in radiomics.TASKS:
-        assert (predictions[f"pred_{task}"] == (predictions[f"p_{task}"] >= 0.5)).all()
+        assert (predictions[f"pred_{task}"] == (predictions[f"p_{task}"] > 0.5)).all()
     truth = manifest.set_index("patient_id")
     assert (
         predictions.invasion.to_numpy() == truth.loc[predictions.patient_id, "invasion"].to_numpy()
@@ -126,3 +135,144 @@ def test_cli_writes_predictions_per_draw(cohort, tmp_path, capsys):
     for k in range(3):
         table = pd.read_csv(out / f"draw{k}" / "predictions.csv")
         assert list(table.columns) == list(radiomics.PREDICTION_COLUMNS) and (table.draw == k).all()
+
+
+# ----------------------------------------------------------------------------- shape
+
+
+def ellipsoid(semi_axes_mm, spacing) -> np.ndarray:
+    """Voxels [X, Y, Z] whose centres lie inside an ellipsoid of the given semi-axes (mm),
+    off the grid's symmetry by a fraction of a voxel, with a 4-voxel margin."""
+    axes = [
+        (np.arange(int(2 * r / s) + 8) - (int(2 * r / s) + 7) / 2 + shift) * s
+        for r, s, shift in zip(semi_axes_mm, spacing, (0.3, 0.2, 0.1), strict=True)
+    ]
+    x, y, z = np.meshgrid(*axes, indexing="ij")
+    a, b, c = semi_axes_mm
+    return (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 <= 1
+
+
+def prolate_sphericity(a: float, c: float) -> float:
+    """Sphericity of a prolate spheroid, semi-axes a = b < c, from its exact area
+    2πa²(1 + c/(a e) arcsin e), e = √(1 − a²/c²), and volume 4/3 π a² c."""
+    e = math.sqrt(1 - a * a / (c * c))
+    area = 2 * math.pi * a * a * (1 + c / (a * e) * math.asin(e))
+    volume = 4 / 3 * math.pi * a * a * c
+    return math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area
+
+
+@pytest.mark.parametrize(
+    "semi_axes, spacing, expected",
+    [
+        ((10, 10, 10), (1.0, 1.0, 1.0), 1.0),
+        ((10, 10, 10), (0.8, 0.8, 3.0), 1.0),  # thick slices
+        ((12, 12, 12), (0.5, 0.5, 2.0), 1.0),
+        ((6, 6, 18), (1.0, 1.0, 1.0), prolate_sphericity(6, 18)),  # 0.846
+        ((6, 6, 18), (1.0, 1.0, 3.0), prolate_sphericity(6, 18)),
+        ((18, 6, 6), (1.0, 1.0, 3.0), prolate_sphericity(6, 18)),  # long axis in-plane
+    ],
+)
+def test_sphericity_of_spheres_and_spheroids(semi_axes, spacing, expected):
+    # The voxel-face count this replaces gave 0.67 for every sphere (π/6 ^ 1/3 · 6 faces …).
+    area, volume = radiomics.mesh_area_volume(ellipsoid(semi_axes, spacing), spacing)
+    assert radiomics.sphericity(area, volume) == pytest.approx(expected, abs=0.03)
+    a, b, c = semi_axes
+    assert volume == pytest.approx(4 / 3 * math.pi * a * b * c, rel=0.06)
+
+
+def test_sphericity_of_a_cube_and_of_a_tumour_too_small_to_mesh():
+    cube = np.zeros((30, 30, 30), dtype=bool)
+    cube[5:25, 5:25, 5:25] = True
+    area, volume = radiomics.mesh_area_volume(cube, (1.0, 1.0, 1.0))
+    # A cube's sphericity is (π/6)^(1/3) = 0.806; the 1 mm smoothing rounds its edges (0.87).
+    assert 0.80 < radiomics.sphericity(area, volume) < 0.90
+    assert area == pytest.approx(6 * 20**2, rel=0.10)
+    two_voxels = np.zeros((5, 5, 5), dtype=bool)
+    two_voxels[2, 2, 2:4] = True
+    assert all(math.isnan(v) for v in radiomics.mesh_area_volume(two_voxels, (1.0, 1.0, 1.0)))
+
+
+def test_patient_features_report_the_sphericity_of_a_ball_tumour(tmp_path):
+    spacing = (1.0, 1.0, 3.0)
+    # 11 mm ball in a 64×64×17 volume: tissue all around, as patient_features expects
+    ball = np.pad(ellipsoid((11, 11, 11), spacing), ((17, 17), (17, 17), (1, 1)))
+    affine = np.diag([*spacing, 1.0])
+    rng = np.random.default_rng(0)
+    paths = {"mask": str(write_nifti(tmp_path / "mask.nii.gz", ball.astype(np.float32), affine))}
+    for name, (tissue, lesion) in {
+        "t1c": (300, 900),
+        "flairc": (400, 700),
+        "adc": (800, 600),
+    }.items():
+        image = np.where(ball, lesion, tissue) + rng.normal(0, 10, ball.shape)
+        paths[name] = str(write_nifti(tmp_path / f"{name}.nii.gz", image, affine))
+    values = radiomics.patient_features(paths, "BALL")
+    assert values["sphericity"] == pytest.approx(1.0, abs=0.03)
+    assert values["tumour_ml"] == pytest.approx(4 / 3 * math.pi * 11**3 / 1000, rel=0.05)
+    assert values["surface_to_volume"] == pytest.approx(3 / 11, rel=0.05)  # 3/r for a sphere
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+def _fake_cohort(monkeypatch, n: int = 40):
+    """A manifest of ``n`` patients whose features come from a dict the test can edit:
+    ``signal`` tracks invasion, ``oedema`` tracks grade and is missing for every third one."""
+    rng = np.random.default_rng(0)
+    ids = [f"P{i:02d}" for i in range(n)]
+    invasion = np.array([int(i % 4 == 0) for i in range(n)])
+    high_grade = np.array([int(i % 4 in (0, 1)) for i in range(n)])
+    values = {
+        pid: {
+            "signal": float(invasion[i] + rng.normal(0, 0.7)),
+            "oedema": math.nan if i % 3 == 0 else float(high_grade[i] + rng.normal(0, 0.7)),
+        }
+        for i, pid in enumerate(ids)
+    }
+    monkeypatch.setattr(radiomics, "patient_features", lambda paths, pid: dict(values[pid]))
+    manifest = pd.DataFrame({
+        "patient_id": ids, "who_grade": 1 + high_grade, "invasion": invasion,
+        "t1c": "t1c", "flairc": "flairc", "adc": "adc", "mask": "mask",
+    })  # fmt: skip
+    return manifest, values
+
+
+def test_missing_features_are_filled_from_the_training_patients_only(monkeypatch):
+    manifest, values = _fake_cohort(monkeypatch)
+    ids = list(manifest.patient_id)
+    train, test = ids[::2], ids[1::2]
+    draws = [{"train": train, "test": test}]
+    features = radiomics.extract_features(manifest, workers=1)
+    before = radiomics.predict_draws(features, manifest, draws).set_index("patient_id")
+    # Move every test patient's known oedema far up: a cohort-wide median would move with it
+    # and change the value filled in for the training patients, hence the fitted model.
+    for pid in test:
+        values[pid]["oedema"] += 100.0
+    moved = radiomics.extract_features(manifest, workers=1)
+    after = radiomics.predict_draws(moved, manifest, draws).set_index("patient_id")
+    untouched = [pid for pid in test if math.isnan(values[pid]["oedema"])]
+    assert len(untouched) == 7
+    pd.testing.assert_frame_equal(after.loc[untouched], before.loc[untouched])
+    # and the feature table itself leaves them missing: no statistic of the cohort in it
+    assert features.oedema.isna().sum() == 14
+
+
+def test_hard_label_is_class_one_only_above_one_half(monkeypatch):
+    # The paper's rule, as the networks apply it: argmax of a two-class softmax, p > 0.5.
+    manifest, _ = _fake_cohort(monkeypatch, n=8)
+    ids = list(manifest.patient_id)
+    scores = np.array([0.5, 0.5 + 1e-9, 0.5 - 1e-9, 0.9])
+
+    class Fixed:
+        def fit(self, x, y):
+            return self
+
+        def predict_proba(self, x):
+            return np.column_stack((1 - scores, scores))
+
+    monkeypatch.setattr(radiomics, "_model", lambda seed: Fixed())
+    features = radiomics.extract_features(manifest, workers=1)
+    draws = [{"train": ids[:4], "test": ids[4:]}]
+    predictions = radiomics.predict_draws(features, manifest, draws)
+    for task in radiomics.TASKS:
+        assert list(predictions[f"pred_{task}"]) == [0, 1, 0, 1]
