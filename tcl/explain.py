@@ -462,8 +462,25 @@ def carried_share(shares: pd.DataFrame, task: str, families: Sequence[str]) -> p
     return per_patient.reset_index()
 
 
-def describe(shares: pd.DataFrame, facts: pd.DataFrame) -> str:
-    """Plain sentences (Markdown) on what the maps point at, computed from the scores."""
+def _percent(value: float) -> str:
+    """A share as a percentage with two significant digits (0.031 → '3.1%', 2e-4 → '0.02%')."""
+    if value == 0:
+        return "0%"
+    return f"{value * 100:.2g}%" if value < 0.1 else f"{value:.0%}"
+
+
+def _carries(family: str, task: str) -> str:
+    from tcl.data.synth import SIGN_TASK
+
+    if SIGN_TASK.get(family) == task:
+        return "carries this label"
+    return f"carries {SIGN_TASK.get(family, 'neither task').replace('_', ' ')}"
+
+
+def describe(shares: pd.DataFrame, facts: pd.DataFrame, min_patients: int = 3) -> str:
+    """Plain sentences (Markdown) on what the maps point at, computed from the scores: per task,
+    on the patients with the label, where the positive attribution goes and whether those
+    families carry the task's label (tcl.data.synth.SIGN_TASK)."""
     from tcl.data.synth import SIGN_TASK
 
     summary = summarize_shares(shares)
@@ -471,28 +488,30 @@ def describe(shares: pd.DataFrame, facts: pd.DataFrame) -> str:
     for task, label_name in (("invasion", "invasive"), ("high_grade", "high-grade")):
         carriers = [f for f, t in SIGN_TASK.items() if t == task]
         positive = summary[(summary["task"] == task) & (summary["label"] == 1)]
-        positive = positive[positive["family"] != "any_sign"]
+        positive = positive[(positive["family"] != "any_sign")]
         if positive.empty:
             lines.append(f"- **{task}**: no {label_name} patient in the scored set.")
             continue
-        ranked = positive[positive["patients"] >= 3].sort_values("enrichment", ascending=False)
-        top = ", ".join(
-            f"{r.family} ({r.attribution_share:.0%} of the attribution on {r.area_share:.1%} of "
-            f"the box, ×{r.enrichment:.1f})"
-            for r in ranked.head(3).itertuples()
+        ranked = positive[positive["patients"] >= min_patients]
+        ranked = ranked.sort_values("attribution_share", ascending=False).head(3)
+
+        top = "; ".join(
+            f"{r.family} ({_carries(r.family, task)}): {_percent(r.attribution_share)} of the "
+            f"attribution on {_percent(r.area_share)} of the box (×{r.enrichment:.1f})"
+            for r in ranked.itertuples()
         )
         carried = carried_share(shares, task, carriers)
-        carried_pos = carried[carried["label"] == 1]
+        carried = carried[carried["label"] == 1]
         task_facts = facts[facts["task"] == task]
         channel = {m: task_facts[f"share_{m}"].mean() for m in MODALITIES}
         lines.append(
-            f"- **{task}**, {carried_pos['patient_id'].nunique()} {label_name} patients: the "
-            f"families that carry this label ({', '.join(carriers)}) hold "
-            f"{carried_pos['attribution_share'].mean():.0%} of the positive attribution on "
-            f"{carried_pos['area_share'].mean():.1%} of the box (median enrichment "
-            f"×{carried_pos['enrichment'].median():.1f}; ×1 would be no better than spreading "
-            f"it evenly). Most enriched families (in ≥ 3 patients): {top or 'none'}. "
-            "Positive attribution by sequence: "
+            f"- **{task}**, {carried['patient_id'].nunique()} {label_name} patients. Where the "
+            f"positive attribution goes (families in ≥ {min_patients} patients): {top}. All "
+            f"families that carry this label ({', '.join(carriers)}) together: "
+            f"{_percent(carried['attribution_share'].mean())} of the attribution on "
+            f"{_percent(carried['area_share'].mean())} of the box (median enrichment "
+            f"×{carried['enrichment'].median():.1f}; ×1 is no better than spreading it evenly). "
+            "By sequence: "
             + ", ".join(f"{m} {v:.0%}" for m, v in channel.items())
             + f". Median completeness gap {task_facts['completeness_gap'].median():.1%}."
         )

@@ -374,3 +374,38 @@ def test_atomic_writes_have_ordinary_file_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_pointing_game_summary_and_its_sentences():
+    from tcl.explain import carried_share, describe, summarize_shares
+
+    rows = [  # two invasive patients: oedema carries invasion, tumour carries grade
+        ("A", "invasion", 1, "oedema", 0.6, 0.2),
+        ("A", "invasion", 1, "tumour", 0.1, 0.1),
+        ("B", "invasion", 1, "oedema", 0.2, 0.2),
+        ("B", "invasion", 1, "tumour", 0.4, 0.1),
+        ("A", "high_grade", 1, "tumour", 0.3, 0.1),
+    ]
+    shares = pd.DataFrame(
+        rows, columns=["patient_id", "task", "label", "family", "attribution_share", "area_share"]
+    )
+    shares["enrichment"] = shares["attribution_share"] / shares["area_share"]
+    summary = summarize_shares(shares).set_index(["task", "family"])
+    assert summary.loc[("invasion", "oedema"), "attribution_share"] == pytest.approx(0.4)
+    assert summary.loc[("invasion", "oedema"), "enrichment"] == pytest.approx(2.0)
+    assert summary.loc[("invasion", "tumour"), "patients"] == 2
+    carried = carried_share(shares, "invasion", ["oedema"]).set_index("patient_id")
+    assert carried.loc["A", "enrichment"] == pytest.approx(3.0)
+    facts = pd.DataFrame(
+        [{"task": t, "completeness_gap": 0.01, "share_t1c": 0.5, "share_flairc": 0.25,
+          "share_adc": 0.25} for t in ("invasion", "high_grade")]
+    )  # fmt: skip
+    text = describe(shares, facts, min_patients=2)
+    invasion = next(line for line in text.splitlines() if "**invasion**" in line)
+    assert "2 invasive patients" in invasion
+    assert (
+        "oedema (carries this label): 40% of the attribution on 20% of the box (×2.0)" in invasion
+    )
+    assert "tumour (carries high grade): 25%" in invasion
+    assert "median enrichment ×2.0" in invasion  # patients A ×3, B ×1
+    assert "t1c 50%" in invasion
