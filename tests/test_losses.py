@@ -74,45 +74,98 @@ def test_gradient_pulls_common_towards_its_own_task():
     assert (gain > -1e-7).all() and gain.sum() > 0
 
 
-def _fake_outputs(batch: int = 4, d: int = 8) -> dict[str, torch.Tensor]:
-    torch.manual_seed(1)
-    keys2 = ["invasion", "grade", "aux_invasion", "aux_grade"]
-    keys2 += [f"intra_{t}_{m}" for t in ("invasion", "grade") for m in ("t1c", "flairc", "adc")]
-    outputs = {k: torch.randn(batch, 2) for k in keys2}
-    for k in ("proj_invasion", "proj_grade", "common_invasion", "common_grade"):
-        outputs[k] = torch.randn(batch, d)
+# ---------------------------------------------------------------------------- Eq. 4 by hand
+# A batch of two whose every term has a closed form. A two-class head with logits (0, z) has
+# cross-entropy ln(1 + e^{-z}) for label 1 and ln(1 + e^{z}) for label 0.
+INVASION, HIGH_GRADE = torch.tensor([1, 0]), torch.tensor([1, 1])
+TAU = 0.5
+R2 = math.sqrt(0.5)
+E_2D = {"e1": [1.0, 0.0], "e2": [0.0, 1.0], "-e1": [-1.0, 0.0], "diag": [1.0, 1.0]}
+
+
+def _logits(z: float) -> torch.Tensor:
+    return torch.tensor([[0.0, z], [0.0, z]])
+
+
+def _rows(*names: str) -> torch.Tensor:
+    return torch.tensor([E_2D[n] for n in names])
+
+
+def hand_outputs() -> dict[str, torch.Tensor]:
+    outputs = {
+        "invasion": _logits(math.log(3)),  # labels 1, 0: ln(4/3), ln 4
+        "grade": _logits(0.0),  # ln 2, ln 2
+        "aux_invasion": _logits(math.log(7)),  # labels 1, 0: ln(8/7), ln 8
+        "aux_grade": _logits(math.log(3)),  # labels 1, 1: ln(4/3), ln(4/3)
+        # G_c,i = e1 twice; Ĝ_i = e1, (e1 + e2); Ĝ_m = e2, −e1; G_c,m = e2 twice
+        "common_invasion": _rows("e1", "e1"),
+        "proj_invasion": _rows("e1", "diag"),
+        "proj_grade": _rows("e2", "-e1"),
+        "common_grade": _rows("e2", "e2"),
+    }
+    for task in ("invasion", "grade"):  # MAML's six intra-modality heads, ln 2 each
+        for modality in ("t1c", "flairc", "adc"):
+            outputs[f"intra_{task}_{modality}"] = _logits(0.0)
     return outputs
 
 
-LABELS = torch.tensor([0, 1, 0, 0]), torch.tensor([0, 1, 1, 0])
-ARGS = dict(alpha=1.0, beta=0.7, tau=0.07, contrastive_from_epoch=30)
+CLS_INVASION = (math.log(4 / 3) + math.log(4)) / 2
+CLS_GRADE = math.log(2)
+AUX_INVASION = (math.log(8 / 7) + math.log(8)) / 2
+AUX_GRADE = math.log(4 / 3)
+# Eq. 2: −ln(e^{s_own/τ} / (e^{s_own/τ} + e^{s_other/τ})) = ln(1 + e^{(s_other − s_own)/τ})
+# invasion, row 0: sim(e1, e1) = 1, sim(e1, e2) = 0; row 1: sim(e1, e1+e2) = √½, sim(e1, −e1) = −1
+CON_INVASION = (math.log1p(math.exp(-1 / TAU)) + math.log1p(math.exp((-1 - R2) / TAU))) / 2
+# grade (Eq. 3), row 0: sim(e2, e2) = 1, sim(e2, e1) = 0;
+# row 1: sim(e2, −e1) = 0, sim(e2, e1+e2) = √½
+CON_GRADE = (math.log1p(math.exp(-1 / TAU)) + math.log1p(math.exp(R2 / TAU))) / 2
+INTRA = 6 * math.log(2)
+ALPHA, BETA = 2.0, 0.3  # not the paper's 1 and 0.7, so that a swapped or ignored weight shows
+# The weights (cls, con, aux, intra) of each configuration, from the module's table.
+WEIGHTS = {
+    "efmt": (1, 0, 0, 0), "mfmt": (1, 0, 0, 0), "mmoe": (1, 0, 0, 0), "maml": (1, 0, 0, 1),
+    "baseline1": (1, 0, 0, 0), "baseline2": (1, 0, 0, 0), "baseline3": (1, ALPHA, 0, 0),
+    "baseline4": (1, 0, BETA, 0), "proposed": (1, ALPHA, BETA, 0),
+}  # fmt: skip
 
 
-def test_total_is_the_weighted_sum_of_eq4_and_lcon_switches_on_at_its_epoch():
-    out = _fake_outputs()
-    invasion, high_grade = LABELS
-    cls = F.cross_entropy(out["invasion"], invasion) + F.cross_entropy(out["grade"], high_grade)
-    aux = F.cross_entropy(out["aux_invasion"], invasion)
-    aux = aux + F.cross_entropy(out["aux_grade"], high_grade)
-    con_inv = task_contrastive_loss(
-        out["common_invasion"], out["proj_invasion"], out["proj_grade"], 0.07
-    )
-    con_grade = task_contrastive_loss(
-        out["common_grade"], out["proj_grade"], out["proj_invasion"], 0.07
-    )
-    before = total_loss("proposed", out, invasion, high_grade, epoch=29, **ARGS)
-    assert before["con_invasion"].item() == 0.0 and before["con_grade"].item() == 0.0
-    torch.testing.assert_close(before["total"], cls + 0.7 * aux)
-    after = total_loss("proposed", out, invasion, high_grade, epoch=30, **ARGS)
-    torch.testing.assert_close(after["con_invasion"], con_inv)
-    torch.testing.assert_close(after["con_grade"], con_grade)
-    torch.testing.assert_close(after["total"], cls + (con_inv + con_grade) + 0.7 * aux)
-    alpha2 = total_loss("proposed", out, invasion, high_grade, epoch=30, **ARGS | {"alpha": 2.0})
-    torch.testing.assert_close(alpha2["total"], after["total"] + con_inv + con_grade)
+def test_hand_values_are_what_they_claim():
+    # Guard the constants above: 0.5·ln(16/3) etc., nothing computed by the code under test.
+    assert CLS_INVASION == pytest.approx(0.836988, abs=1e-6)
+    assert AUX_INVASION == pytest.approx(1.106486, abs=1e-6)
+    assert CON_INVASION == pytest.approx(0.079650, abs=1e-6)
+    assert CON_GRADE == pytest.approx(0.879382, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_each_configuration_uses_exactly_its_terms(name):
+def test_each_configuration_total_is_eq4_with_its_weights_by_hand(name):
+    w_cls, w_con, w_aux, w_intra = WEIGHTS[name]
+    args = dict(alpha=ALPHA, beta=BETA, tau=TAU, contrastive_from_epoch=3)
+    after = total_loss(name, hand_outputs(), INVASION, HIGH_GRADE, epoch=3, **args)
+    expected = (
+        w_cls * (CLS_INVASION + CLS_GRADE)
+        + w_con * (CON_INVASION + CON_GRADE)
+        + w_aux * (AUX_INVASION + AUX_GRADE)
+        + w_intra * INTRA
+    )
+    assert after["total"].item() == pytest.approx(expected, rel=1e-6)
+    assert after["cls_invasion"].item() == pytest.approx(CLS_INVASION, rel=1e-6)
+    assert after["cls_grade"].item() == pytest.approx(CLS_GRADE, rel=1e-6)
+    if w_con:
+        assert after["con_invasion"].item() == pytest.approx(CON_INVASION, rel=1e-6)
+        assert after["con_grade"].item() == pytest.approx(CON_GRADE, rel=1e-6)
+    if w_aux:
+        assert after["aux_invasion"].item() == pytest.approx(AUX_INVASION, rel=1e-6)
+        assert after["aux_grade"].item() == pytest.approx(AUX_GRADE, rel=1e-6)
+    # One epoch earlier Lcon is off: its terms are logged as exactly 0 and add nothing.
+    before = total_loss(name, hand_outputs(), INVASION, HIGH_GRADE, epoch=2, **args)
+    assert before["total"].item() == pytest.approx(expected - w_con * (CON_INVASION + CON_GRADE))
+    if w_con:
+        assert before["con_invasion"].item() == 0.0 and before["con_grade"].item() == 0.0
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_each_configuration_reports_exactly_its_terms(name):
     expected = {"total", "cls_invasion", "cls_grade"}
     if name in ("baseline3", "proposed"):
         expected |= {"con_invasion", "con_grade"}
@@ -122,21 +175,21 @@ def test_each_configuration_uses_exactly_its_terms(name):
         expected |= {
             f"intra_{t}_{m}" for t in ("invasion", "grade") for m in ("t1c", "flairc", "adc")
         }
-    out = _fake_outputs()
     for epoch in (0, 30):  # same keys before and after the switch-on
-        losses = total_loss(name, out, *LABELS, epoch=epoch, **ARGS)
+        losses = total_loss(
+            name, hand_outputs(), INVASION, HIGH_GRADE, epoch=epoch, alpha=1.0, beta=0.7,
+            tau=0.07, contrastive_from_epoch=30,
+        )  # fmt: skip
         assert set(losses) == expected
-        terms = sum(v for k, v in losses.items() if k != "total" and not k.startswith("aux"))
-        aux = losses.get("aux_invasion", 0) + losses.get("aux_grade", 0)
-        torch.testing.assert_close(losses["total"], terms + 0.7 * aux)
 
 
 def test_bad_configuration_or_missing_outputs_raise():
-    out = _fake_outputs()
+    out = hand_outputs()
+    args = dict(alpha=1.0, beta=0.7, tau=0.07, contrastive_from_epoch=30)
     with pytest.raises(TclError, match="valid configurations"):
-        total_loss("tcl", out, *LABELS, epoch=0, **ARGS)
+        total_loss("tcl", out, INVASION, HIGH_GRADE, epoch=0, **args)
     del out["aux_grade"]
     with pytest.raises(TclError, match="aux_grade"):
-        total_loss("baseline4", out, *LABELS, epoch=0, **ARGS)
+        total_loss("baseline4", out, INVASION, HIGH_GRADE, epoch=0, **args)
     with pytest.raises(ValueError, match="temperature"):
         task_contrastive_loss(E1, E1, E2, tau=0.0)
