@@ -624,23 +624,26 @@ def _load_patient(files: PatientFiles) -> tuple[PatientCheck, PatientImages | No
 
     if problems or roi is None or any(m not in volumes for m in MODALITIES):
         return check, None
-    stacked = np.empty((len(MODALITIES), *ref_shape), dtype=np.float32)
-    for k, modality in enumerate(MODALITIES):
+    # Onto the T1C grid where needed, then reoriented to canonical: the bbox was read in the
+    # stored grid and is carried along. The reoriented channels are views; np.stack makes the
+    # one copy, in the layout of its inputs (nibabel's arrays are Fortran-ordered, and a copy
+    # into C order would cost more than loading).
+    ornt = canonical_orientation(ref.affine)
+    channels = []
+    for modality in MODALITIES:
         volume = volumes[modality]
         if modality in images_on_grid:
             check.resampled[modality] = (
                 f"{_grid_text(volume)} → the {reference} grid ({_grid_text(ref)}), linear"
             )
             volume = resample_to_grid(volume, ref_shape, ref.affine, order=1)
-        stacked[k] = volume.data
-    # Reorient to canonical last: the bbox is read in the stored grid, then carried along.
-    ornt = canonical_orientation(ref.affine)
-    images = np.stack([reorient(channel, ornt) for channel in stacked])
-    del stacked
+        channels.append(reorient(volume.data, ornt))
+    images = np.stack(channels).astype(np.float32, copy=False)
+    del channels, volumes
     canonical_roi = box_to_canonical(roi, ref_shape, ornt)
     canonical_mask = None
     if mask_data is not None:
-        canonical_mask = reorient(mask_data, ornt).astype(np.uint8)
+        canonical_mask = reorient(mask_data, ornt).astype(np.uint8)  # astype: a contiguous copy
         region = canonical_mask > 0
         tumour = canonical_mask == 1
         if not tumour.any():  # oedema only: the lesion is all there is

@@ -75,8 +75,9 @@ def canonical_orientation(affine: np.ndarray) -> np.ndarray:
 
 
 def reorient(data: np.ndarray, ornt: np.ndarray) -> np.ndarray:
-    """``data`` [X, Y, Z] (stored grid) reoriented by ``ornt`` (:func:`canonical_orientation`)."""
-    return np.ascontiguousarray(apply_orientation(data, ornt))
+    """``data`` [X, Y, Z] (stored grid) reoriented by ``ornt`` (:func:`canonical_orientation`):
+    a view (flipped, transposed) where possible, not a copy; copy it where contiguity matters."""
+    return apply_orientation(data, ornt)
 
 
 def canonical_affine(affine: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -90,7 +91,7 @@ def to_canonical(volume: Volume) -> tuple[Volume, np.ndarray]:
     :func:`box_to_canonical`)."""
     ornt = canonical_orientation(volume.affine)
     affine = canonical_affine(volume.affine, volume.data.shape)
-    return Volume(data=reorient(volume.data, ornt), affine=affine), ornt
+    return Volume(data=np.ascontiguousarray(reorient(volume.data, ornt)), affine=affine), ornt
 
 
 def box_to_canonical(box: Box, shape: tuple[int, int, int], ornt: np.ndarray) -> Box:
