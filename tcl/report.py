@@ -8,6 +8,7 @@ profile and cohort produced it — synthetic results are never passed off as the
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -140,22 +141,34 @@ def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+# LaTeX's special characters in text mode and what prints them (the set pandas'
+# Styler.to_latex(escape=True) handles), plus ± as math. Replaced in one pass, so that the braces
+# and backslash of a replacement are never escaped again.
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+}  # fmt: skip
+_LATEX_SPECIAL = re.compile("|".join(map(re.escape, LATEX_ESCAPES)))
+
+
+def latex_escape(text: str) -> str:
+    """``text`` with every LaTeX special character replaced so that it prints as itself."""
+    return _LATEX_SPECIAL.sub(lambda match: LATEX_ESCAPES[match.group()], text)
+
+
 def to_latex(frame: pd.DataFrame, caption: str = "") -> str:
-    """A booktabs LaTeX tabular (no extra dependency)."""
-
-    def escape(text: str) -> str:
-        for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"),
-                     ("#", r"\#"), ("±", r"$\pm$")):  # fmt: skip
-            text = text.replace(a, b)
-        return text
-
+    """A booktabs LaTeX tabular (no extra dependency); every cell and header is escaped
+    (:func:`latex_escape`), the caption is a comment line above it."""
+    caption = " ".join(caption.split())  # one line: a newline would end the comment
     lines = [f"% {caption}"] if caption else []
     lines.append(r"\begin{tabular}{" + "l" * len(frame.columns) + "}")
     lines.append(r"\toprule")
-    lines.append(" & ".join(escape(str(c)) for c in frame.columns) + r" \\")
+    lines.append(" & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\")
     lines.append(r"\midrule")
     for row in frame.itertuples(index=False):
-        lines.append(" & ".join(escape("" if pd.isna(v) else _fmt(v)) for v in row) + r" \\")
+        cells = ("" if pd.isna(v) else _fmt(v) for v in row)
+        lines.append(" & ".join(latex_escape(cell) for cell in cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 

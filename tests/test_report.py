@@ -89,3 +89,30 @@ def test_update_readme_replaces_only_the_results_block(tmp_path):
     readme.write_text("no block")
     with pytest.raises(ValueError, match="results block"):
         report.update_readme(readme, figures, "quick")
+
+
+def test_latex_escapes_every_special_character_once():
+    # Each of LaTeX's ten specials prints as itself; the replacement's own braces and
+    # backslashes are not escaped a second time; ± becomes math.
+    assert report.latex_escape(r"a_b & 50% $x$ #1 {y} ~z ^w \ ±0.01") == (
+        r"a\_b \& 50\% \$x\$ \#1 \{y\} \textasciitilde{}z \textasciicircum{}w "
+        r"\textbackslash{} $\pm$0.01"
+    )
+    assert report.latex_escape(r"\{") == r"\textbackslash{}\{"
+    assert report.latex_escape("Proposed · draw 0") == "Proposed · draw 0"
+
+
+def test_latex_table_escapes_headers_and_cells_and_keeps_the_caption_on_one_line():
+    frame = pd.DataFrame({"p_{holm}": ["0.03 ± 0.01", "~5%"], "n": [1.5, np.nan]})
+    text = report.to_latex(frame, caption="Table 9\nsecond line")
+    assert text.splitlines() == [
+        "% Table 9 second line",
+        r"\begin{tabular}{ll}",
+        r"\toprule",
+        r"p\_\{holm\} & n \\",
+        r"\midrule",
+        r"0.03 $\pm$ 0.01 & 1.5000 \\",
+        r"\textasciitilde{}5\% &  \\",
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
