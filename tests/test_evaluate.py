@@ -36,7 +36,7 @@ def write_run(runs: Path, config: str, draw: int) -> Path:
     for task in TASKS:
         score = 1 / (1 + np.exp(-(2 * table[task] - 1 + rng.normal(0, NOISE[config] * 2, N_TEST))))
         table[f"p_{task}"] = score
-        table[f"pred_{task}"] = (score >= 0.5).astype(int)
+        table[f"pred_{task}"] = (score > 0.5).astype(int)
     table.insert(1, "draw", draw)
     path = runs / config / f"draw{draw}" / "predictions.csv"
     path.parent.mkdir(parents=True)
@@ -207,3 +207,34 @@ def test_a_test_set_with_one_positive_is_reported_not_tested(runs, tmp_path):
     assert np.isnan(row["z"]) and np.isnan(row["p_holm"]) and row["family_size"] == 0
     assert "1 positive / 59 negative" in row["note"]
     assert delong.query("task == 'high_grade' and draw == 1")["z"].notna().all()
+
+
+def test_summary_is_the_mean_and_sd_of_hand_computed_per_draw_values(tmp_path):
+    # Two positives (A, B) and two negatives (C, D) per draw, the same for both tasks.
+    # proposed's scores give AUC 1, 3/4 and 1/2 (pairs won: 4, 3 and 2 of 4) and, at p > 0.5,
+    # sensitivity 1, 1/2 and 1/2; efmt is perfect in every draw.
+    scores = {
+        "proposed": ([0.9, 0.8, 0.2, 0.1], [0.9, 0.3, 0.4, 0.1], [0.9, 0.1, 0.4, 0.2]),
+        "efmt": ([0.9, 0.8, 0.2, 0.1],) * 3,
+    }
+    runs = tmp_path / "runs"
+    for config, per_draw in scores.items():
+        for draw, p in enumerate(per_draw):
+            table = pd.DataFrame({"patient_id": ["A", "B", "C", "D"], "draw": draw})
+            for task in TASKS:
+                table[f"p_{task}"], table[task] = p, [1, 1, 0, 0]
+                table[f"pred_{task}"] = (np.array(p) > 0.5).astype(int)
+            path = runs / config / f"draw{draw}" / "predictions.csv"
+            path.parent.mkdir(parents=True)
+            table.to_csv(path, index=False)
+    summary = pd.read_csv(evaluate_runs(runs, tmp_path / "eval")["metrics_summary"])
+    summary = summary.set_index(["config", "task", "metric"])
+    for task in TASKS:
+        auc = summary.loc[("proposed", task, "auc")]
+        assert (auc["mean"], auc["sd"]) == pytest.approx((0.75, 0.25))
+        sensitivity = summary.loc[("proposed", task, "sensitivity")]
+        # mean 2/3; deviations 1/3, −1/6, −1/6 → sd √((1/9 + 2/36) / 2) = √(1/12)
+        assert (sensitivity["mean"], sensitivity["sd"]) == pytest.approx((2 / 3, (1 / 12) ** 0.5))
+        specificity = summary.loc[("proposed", task, "specificity")]
+        assert (specificity["mean"], specificity["sd"]) == pytest.approx((1.0, 0.0))
+        assert summary.loc[("efmt", task, "auc"), "mean"] == 1.0

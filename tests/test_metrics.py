@@ -21,12 +21,12 @@ from tcl.metrics import (
 )
 from tcl.utils import TclError
 
-# 3 positives, 5 negatives. Predicted class = score >= 0.5:
+# 3 positives, 5 negatives. Predicted class = score > 0.5 (argmax of a two-class softmax):
 #   positives 0.9 -> 1, 0.8 -> 1, 0.3 -> 0      TP = 2, FN = 1
 #   negatives 0.7 -> 1, 0.6 -> 1, 0.2, 0.1, 0.05 -> 0   FP = 2, TN = 3
 Y = np.array([1, 1, 1, 0, 0, 0, 0, 0])
 SCORE = np.array([0.9, 0.8, 0.3, 0.7, 0.6, 0.2, 0.1, 0.05])
-PRED = (SCORE >= 0.5).astype(int)
+PRED = (SCORE > 0.5).astype(int)
 
 
 def test_metrics_on_a_hand_computed_example():
@@ -63,7 +63,7 @@ def test_auprc_from_scores_differs_from_hard_labels_when_ranking_beats_threshold
     # every positive outranks every negative, but the threshold misses two positives
     y = np.array([1, 1, 1, 0, 0, 0])
     score = np.array([0.45, 0.4, 0.9, 0.3, 0.2, 0.1])
-    pred = (score >= 0.5).astype(int)
+    pred = (score > 0.5).astype(int)
     values = task_metrics(y, score, pred)
     assert values["auprc"] == 1.0 and values["auc"] == 1.0
     assert values["auprc_hard"] == pytest.approx(1 / 3 * 1 + 2 / 3 * 3 / 6)
@@ -108,8 +108,8 @@ def predictions(draw: int, seed: int, n: int = 40) -> pd.DataFrame:
     return pd.DataFrame({
         "patient_id": [f"P{i:04d}" for i in range(n)], "draw": draw,
         "p_invasion": p_inv, "p_high_grade": p_grade, "invasion": invasion,
-        "high_grade": high_grade, "pred_invasion": (p_inv >= 0.5).astype(int),
-        "pred_high_grade": (p_grade >= 0.5).astype(int),
+        "high_grade": high_grade, "pred_invasion": (p_inv > 0.5).astype(int),
+        "pred_high_grade": (p_grade > 0.5).astype(int),
     })  # fmt: skip
 
 
