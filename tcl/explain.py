@@ -287,11 +287,7 @@ def write_explanation(
     problems, loaded = load_patient(files)
     if loaded is None:  # it was read a moment ago; a file changed since
         raise TclError("; ".join(problems) or f"patient {files.patient_id}: cannot be re-read")
-    tumour = None
-    if files.mask:
-        tumour = load_volume(files.mask, f"patient {files.patient_id}, mask").data > 0
-        if tumour.shape != loaded.images.shape[1:]:
-            tumour = None  # a mask on another grid: fall back to the maps' largest slice
+    tumour = None if loaded.mask is None else loaded.mask > 0  # on the T1C grid
     fig = overview_figure(loaded.images, explanation.canonical, geometry, tumour, title)
     with atomic_path(folder / "overview.png") as tmp:
         fig.savefig(tmp, dpi=90, format="png")

@@ -67,11 +67,14 @@ class InputGeometry:
 
 @dataclass
 class PreparedPatient:
-    """One patient ready for the network: ``volume`` [3, H, W, D] float16 (as in a cache)."""
+    """One patient ready for the network: ``volume`` [3, H, W, D] float16 (as in a cache), and
+    what checking the files found that does not stop a prediction (as ``tcl validate`` says it:
+    signal warnings, files resampled onto the T1C grid)."""
 
     patient_id: str
     volume: np.ndarray
     geometry: InputGeometry
+    warnings: list[str]
 
 
 def input_geometry(
@@ -110,12 +113,16 @@ def _prepare(
     except ValueError as error:
         return [f"patient {files.patient_id}: {error} ({files.paths['t1c']})"], None
     geometry = input_geometry(loaded, files.paths["t1c"], size, margin)
-    return [], PreparedPatient(files.patient_id, volume.astype(CACHE_DTYPE), geometry)
+    notes = list(loaded.warnings) + [
+        f"patient {files.patient_id}, {name}: resampled onto the T1C grid ({how})"
+        for name, how in loaded.resampled.items()
+    ]
+    return [], PreparedPatient(files.patient_id, volume.astype(CACHE_DTYPE), geometry, notes)
 
 
 def read_patients(manifest: str | os.PathLike) -> tuple[pd.DataFrame, list[PatientFiles]]:
-    """The manifest's table and each patient's files."""
-    table = read_manifest(manifest)
+    """The manifest's table (labels optional) and each patient's files."""
+    table = read_manifest(manifest, require_labels=False)
     return table, [PatientFiles.from_row(row) for _, row in table.iterrows()]
 
 
@@ -142,6 +149,9 @@ def prepare_patients(
         raise TclError(
             f"{len(problems)} problem(s) in the patients to predict; nothing was written:\n{listed}"
         )
+    notes = [note for patient in prepared for note in patient.warnings]
+    if notes:  # as validate shows them: they do not stop a prediction
+        print("\n".join(f"warning: {note}" for note in notes), file=sys.stderr)
     return prepared
 
 
@@ -290,6 +300,7 @@ def run_predict(
         ),
         "decision_rule": DECISION_RULE,
         "n_patients": len(result),
+        "warnings": [note for patient in prepared for note in patient.warnings],
         "device": str(torch_device),
         "seconds": {
             "predict": predicted - started,

@@ -189,6 +189,21 @@ def test_the_same_patient_in_another_orientation_gets_the_same_prediction(traine
     np.testing.assert_allclose(moved_p[columns], original[columns], atol=1e-6)
 
 
+def test_labels_are_optional(trained, tmp_path):
+    table = pd.read_csv(trained["test"], dtype=str, keep_default_na=False)
+    unlabelled = table.drop(columns=["who_grade", "invasion"])
+    manifest = trained["test"].parent / "unlabelled.csv"
+    unlabelled.to_csv(manifest, index=False)
+    out = tmp_path / "p.csv"
+    assert (
+        _predict("--model", str(trained["run0"]), "--manifest", str(manifest), "--out", str(out))
+        == 0
+    )
+    result = pd.read_csv(out)
+    assert len(result) == len(table)
+    assert "invasion" not in result.columns and "high_grade" not in result.columns
+
+
 def test_bad_input_names_the_patient_and_file_and_writes_nothing(trained, tmp_path, capsys):
     table = pd.read_csv(trained["test"], dtype=str, keep_default_na=False).head(3)
     victim = table.patient_id.iloc[1]
@@ -409,3 +424,41 @@ def test_pointing_game_summary_and_its_sentences():
     assert "tumour (carries high grade): 25%" in invasion
     assert "median enrichment ×2.0" in invasion  # patients A ×3, B ×1
     assert "t1c 50%" in invasion
+
+
+def test_a_sequence_on_another_grid_is_resampled_and_said_so(trained, tmp_path, capsys):
+    from tcl.data.nifti import load_volume
+
+    table = pd.read_csv(trained["test"], dtype=str, keep_default_na=False).head(1)
+    raw = trained["manifest"].parent
+    pid = table.patient_id.iloc[0]
+    folder = tmp_path / pid
+    shutil.copytree(raw / pid, folder)
+    adc = nib.load(str(folder / "adc.nii.gz"))  # stored LAS: same anatomy, another voxel order
+    flipped = np.asanyarray(adc.dataobj)[::-1]
+    affine = adc.affine.copy()
+    affine[:, 0] *= -1
+    affine[:3, 3] = adc.affine[:3, :3] @ [adc.shape[0] - 1, 0, 0] + adc.affine[:3, 3]
+    affine[:3, :3] = adc.affine[:3, :3] @ np.diag([-1, 1, 1])
+    nib.save(nib.Nifti1Image(flipped, affine, adc.header), str(folder / "adc.nii.gz"))
+    np.testing.assert_array_equal(
+        load_volume(folder / "adc.nii.gz").data, load_volume(raw / pid / "adc.nii.gz").data
+    )
+    for column in ("t1c", "flairc", "adc", "mask", "signs"):
+        table[column] = str(folder / f"{column}.nii.gz")
+    manifest = tmp_path / "one.csv"
+    table.to_csv(manifest, index=False)
+    out, reference = tmp_path / "p.csv", tmp_path / "r.csv"
+    model = str(trained["run0"])
+    assert _predict("--model", model, "--manifest", str(manifest), "--out", str(out)) == 0
+    error = capsys.readouterr().err
+    assert f"patient {pid}, adc: resampled onto the T1C grid" in error
+    assert pid in json.loads(out.with_name("p.csv.json").read_text())["warnings"][0]
+    table[["t1c", "flairc", "adc", "mask", "signs"]] = [
+        str(raw / pid / f"{c}.nii.gz") for c in ("t1c", "flairc", "adc", "mask", "signs")
+    ]
+    table.to_csv(reference.with_suffix(".in.csv"), index=False)
+    assert _predict("--model", model, "--manifest", str(reference.with_suffix(".in.csv")),
+                    "--out", str(reference)) == 0  # fmt: skip
+    columns = ["p_invasion", "p_high_grade"]
+    np.testing.assert_allclose(_read(out)[columns], _read(reference)[columns], atol=1e-6)

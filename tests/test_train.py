@@ -142,7 +142,7 @@ def test_every_configuration_trains_two_smoke_epochs(cohort, smoke_runs, config)
     assert info["config"] == config and info["profile"]["name"] == "smoke"
     assert info["parameters"] > 0 and info["flops_per_sample"]["forward"] > 0
     assert info["provenance"]["commit"] and info["cache"]["meta_hash"]
-    assert not (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
+    assert not (out / "checkpoint.pt").exists() and not (out / "model.safetensors").exists()
 
 
 def test_contrastive_terms_are_zero_before_their_epoch_and_present_after(smoke_runs):
@@ -218,7 +218,8 @@ def test_retrain_replaces_a_finished_run_but_resumes_its_own_checkpoint(cohort, 
 
 def test_gradient_accumulation_and_saved_weights(cohort, tmp_path):
     out = run(cohort, tmp_path / "accum", grad_accum=2, save_weights=True)
-    assert (out / "model.pt").exists() and len(predictions(out)) == 12
+    assert (out / "model.safetensors").exists() and (out / "model.json").exists()
+    assert not (out / "model.pt").exists() and len(predictions(out)) == 12
     assert json.loads((out / "run.json").read_text())["grad_accum"] == 2
 
 

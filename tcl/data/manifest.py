@@ -184,8 +184,11 @@ def read_csv_text_ids(
     return table
 
 
-def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
+def _read_table(path: Path, require_labels: bool = True) -> tuple[pd.DataFrame | None, list[str]]:
     """Parse and check the manifest table. Returns (table or None if unusable, problems).
+
+    ``require_labels=False`` (new patients to predict) accepts manifests without ``who_grade``
+    and ``invasion`` columns or with empty cells there; labels that are given are still checked.
 
     Cells are read as text (only empty cells become NaN) so that ids like ``0001`` or ``NA``
     survive and malformed numbers can be reported with their original spelling. The separator
@@ -231,7 +234,8 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
     problems: list[str] = []
     has_bbox = all(c in raw.columns for c in BBOX_COLUMNS)
     partial_bbox = [c for c in BBOX_COLUMNS if c in raw.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    required = REQUIRED_COLUMNS if require_labels else ("patient_id",) + MODALITIES
+    missing = [c for c in required if c not in raw.columns]
     if "mask" not in raw.columns and not has_bbox:
         missing.append("mask (or all six bbox columns " + ", ".join(BBOX_COLUMNS) + ")")
     if partial_bbox and not has_bbox:
@@ -243,7 +247,7 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
     if len(raw) == 0:
         return None, [f"{path}: manifest has no patients"]
 
-    for column in OPTIONAL_COLUMNS + ("mask",) + BBOX_COLUMNS:
+    for column in OPTIONAL_COLUMNS + ("mask", "who_grade", "invasion") + BBOX_COLUMNS:
         if column not in raw.columns:
             raw[column] = np.nan
 
@@ -258,10 +262,10 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
         if not pid:
             problems.append(f"{who}: empty patient_id")
         grade = _as_int(row["who_grade"])
-        if grade not in WHO_GRADES:
+        if grade not in WHO_GRADES and (require_labels or not _is_empty(row["who_grade"])):
             problems.append(f"{who}: who_grade {row['who_grade']!r} not in {{1, 2, 3}}")
         inv = _as_int(row["invasion"])
-        if inv not in (0, 1):
+        if inv not in (0, 1) and (require_labels or not _is_empty(row["invasion"])):
             problems.append(f"{who}: invasion {row['invasion']!r} not in {{0, 1}}")
         if grade == 1 and inv == 1:
             problems.append(
@@ -319,6 +323,13 @@ def _read_table(path: Path) -> tuple[pd.DataFrame | None, list[str]]:
     table["who_grade"] = who_grade
     table["invasion"] = invasion
     table["high_grade"] = (who_grade >= 2).astype(np.int64)
+    if not require_labels:  # unknown labels are missing values, not -1
+        unknown = who_grade < 0
+        table["who_grade"] = pd.array(np.where(unknown, 0, who_grade), dtype="Int64")
+        table.loc[unknown, "who_grade"] = pd.NA
+        table["high_grade"] = table["who_grade"].ge(2).astype("Int64")
+        table["invasion"] = pd.array(np.where(invasion < 0, 0, invasion), dtype="Int64")
+        table.loc[invasion < 0, "invasion"] = pd.NA
     table["age"] = age
     for column in ("sex", "scanner"):
         table[column] = raw[column].map(lambda v: np.nan if _is_empty(v) else str(v).strip())
@@ -345,8 +356,11 @@ def _raise_problems(problems: list[str], source: object) -> None:
         raise TclError(f"{len(problems)} problem(s) in {source}:\n{lines}")
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+def read_manifest(path: str | os.PathLike, require_labels: bool = True) -> pd.DataFrame:
     """Read and check a cohort manifest (table-level checks only; no image is opened).
+
+    With ``require_labels=False`` (patients to predict), ``who_grade`` and ``invasion`` may be
+    absent or empty; the label columns are then nullable ``Int64`` (missing where unknown).
 
     Returns one row per patient with ``patient_id`` (str), ``who_grade`` and ``invasion`` (int),
     ``high_grade`` (int, ``who_grade >= 2``), ``age`` (float, NaN if empty), ``sex``/``scanner``
@@ -358,7 +372,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     patient and the manifest file.
     """
     path = Path(path)
-    table, problems = _read_table(path)
+    table, problems = _read_table(path, require_labels)
     _raise_problems(problems, path)
     assert table is not None
     return table
