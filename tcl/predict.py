@@ -188,7 +188,7 @@ def predict_volumes(
     Returns:
         p_invasion [N], p_high_grade [N] (float64).
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
     from tcl.train import predict
 

@@ -772,7 +772,7 @@ def map_patients(
     interrupt, ``close()``), queued items are cancelled and the workers exit at once, dropping
     the item in hand.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
     items = list(items)
     bar = tqdm(total=total or len(items), desc=desc, unit="patient", disable=not progress)

@@ -1252,7 +1252,7 @@ def synthesize_cohort(
     workers = min(n_patients, (os.cpu_count() or 1) if workers is None else int(workers))
     # An older manifest would make a half-rewritten folder look complete: remove it first.
     (out / "manifest.csv").unlink(missing_ok=True)
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
     bar = tqdm(total=n_patients, desc="synth", unit="patient", disable=not progress)
     latents: list[dict] = []
