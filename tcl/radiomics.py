@@ -44,7 +44,6 @@ from scipy import ndimage, stats
 from skimage import measure
 
 from tcl.data.manifest import MODALITIES
-from tcl.data.nifti import load_volume
 from tcl.metrics import PREDICTION_COLUMNS, TASKS
 from tcl.utils import TclError, atomic_path
 
@@ -134,11 +133,26 @@ def sphericity(area: float, volume: float) -> float:
 def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, float]:
     """Features of one patient from ``paths`` (t1c, flairc, adc, mask file paths).
 
-    Raises TclError (naming the patient) when the mask has no tumour voxel (label 1).
+    The files are read as preprocessing reads them (tcl.data.manifest.load_patient): on the T1C
+    grid in canonical orientation, a sequence or mask on another grid resampled onto it, so a
+    cohort that ``tcl validate`` accepts is one radiomics can read. Raises TclError (naming the
+    patient and file) for a file problem or a mask without tumour voxel (label 1).
     """
-    mask_volume = load_volume(paths["mask"], f"patient {patient_id}, mask")
-    mask = np.rint(mask_volume.data).astype(np.int16)
-    spacing = mask_volume.spacing
+    from tcl.data.manifest import PatientFiles, load_patient
+
+    files = PatientFiles(
+        patient_id=patient_id,
+        paths={m: paths[m] for m in MODALITIES},
+        mask=paths["mask"],
+        bbox=None,
+    )
+    problems, loaded = load_patient(files)
+    if loaded is None or loaded.mask is None:
+        raise TclError("; ".join(problems) or f"patient {patient_id}: cannot be read")
+    mask = np.rint(loaded.mask).astype(np.int16)
+    affine = loaded.affine if loaded.affine is not None else np.eye(4)
+    spacing = tuple(float(s) for s in np.sqrt((affine[:3, :3] ** 2).sum(axis=0)))
+    images = dict(zip(MODALITIES, loaded.images, strict=True))
     tumour_full = mask == 1
     if not tumour_full.any():
         raise TclError(f"patient {patient_id}: mask {paths['mask']} has no tumour voxel (label 1)")
@@ -187,7 +201,7 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
         "oedema_ratio": oedema_ml / tumour_ml,
     }
     for modality in MODALITIES:
-        image = load_volume(paths[modality], f"patient {patient_id}, {modality}").data[box]
+        image = images[modality][box]
         if modality == "adc":
             norm = 1.0
         else:

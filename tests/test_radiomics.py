@@ -276,3 +276,21 @@ def test_hard_label_is_class_one_only_above_one_half(monkeypatch):
     predictions = radiomics.predict_draws(features, manifest, draws)
     for task in radiomics.TASKS:
         assert list(predictions[f"pred_{task}"]) == [0, 1, 0, 1]
+
+
+def test_a_sequence_on_a_larger_grid_is_read_on_the_t1c_grid(cohort, tmp_path):
+    """What validate accepts, radiomics reads: ADC stored with a wider field of view (3 more
+    voxels on each in-plane side, same spacing) is resampled onto the T1C grid, which here
+    reproduces it exactly, so the features are the original ones (an IndexError before)."""
+    row = read_manifest(cohort).iloc[0]
+    paths = {c: row[c] for c in ("t1c", "flairc", "adc", "mask")}
+    image = nib.load(paths["adc"])
+    data = np.pad(np.asanyarray(image.dataobj), ((3, 3), (3, 3), (0, 0)), constant_values=0)
+    affine = image.affine.copy()
+    affine[:3, 3] -= image.affine[:3, :3] @ [3, 3, 0]  # voxel (3, 3, 0) is the old (0, 0, 0)
+    wider = str(tmp_path / "adc.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine, image.header), wider)
+    original = radiomics.patient_features(paths, row["patient_id"])
+    again = radiomics.patient_features(paths | {"adc": wider}, row["patient_id"])
+    for name, value in original.items():
+        assert again[name] == pytest.approx(value, rel=1e-4, abs=1e-4, nan_ok=True), name
