@@ -4,7 +4,9 @@ The trunk is a ResNet without its average pool and fully connected layer (the re
 keeps ``children[:8]``). Geometry (paper-facts.md, "Architecture"):
 
 - stem: Conv3d(c_in → w, kernel 7, stride (2, 2, 1), padding 3, no bias) → BN → ReLU →
-  MaxPool3d(kernel 3, stride (2, 2, 3), padding 1);
+  MaxPool3d(kernel 3, stride (2, 2, 3), padding 1); the conv is a tcl.models.stem.StemConv3d,
+  an nn.Conv3d that computes the same output on CUDA as a stride-1 convolution of the input's
+  stride phases (for tensor cores; cuDNN has only a generic kernel for 1–3 input channels);
 - four stages of BasicBlocks, widths w·(1, 2, 4, 8); stages 2–4 halve H and W (stride (2, 2, 1)
   in the block's first conv and in its 1×1×1 conv + BN shortcut). Depth D is reduced only by
   the max-pool (24 → 8).
@@ -22,6 +24,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+
+from tcl.models.stem import StemConv3d
 
 RESNET18_BLOCKS = (2, 2, 2, 2)
 RESNET34_BLOCKS = (3, 4, 6, 3)
@@ -73,7 +77,9 @@ class ResNet3dTrunk(nn.Module):
         if len(blocks) != 4:
             raise ValueError(f"a ResNet trunk has 4 stages, got blocks={tuple(blocks)}")
         self.stem = nn.Sequential(
-            nn.Conv3d(in_channels, width, 7, stride=(2, 2, 1), padding=3, bias=False),
+            # nn.Conv3d's parameter and state_dict; on CUDA it runs as an equivalent stride-1
+            # convolution meant for tensor cores (tcl.models.stem).
+            StemConv3d(in_channels, width, 7, stride=(2, 2, 1), padding=3, bias=False),
             nn.BatchNorm3d(width),
             nn.ReLU(inplace=True),
             nn.MaxPool3d(3, stride=(2, 2, 3), padding=1),
