@@ -13,12 +13,31 @@ synthetic random volumes of the profile's size (no cache needed) and reports, as
 
 On CUDA each phase is bracketed by synchronisations to attribute time, which adds a small
 bubble per step; the reported samples/s therefore slightly understate the training loop's.
+
+Also reported, for the GPU work of issue 10 (tools/gpu_check.py runs these on a GPU):
+
+- ``stem_impl``: how the trunks' stem convolution runs (tcl.models.stem; ``--stem`` chooses,
+  default ``auto`` = the plain conv on CPU, the ``s2d_depth`` reformulation on CUDA);
+- ``stem_share_estimate``: the time of every stem conv alone (forward + weight gradient, on
+  the micro-batch, same implementation, eager) as a share of the measured step;
+- ``setup_seconds`` (model build + FLOP count), ``first_step_seconds`` (the first warm-up
+  step: cuDNN autotuning and, with ``--compile``, compilation), ``first_inference_seconds``;
+- FLOPs are counted with the plain stem conv, so a reformulation's zero taps are not counted
+  as work.
+
+Options for what is still to be measured on a GPU (nothing of it is on by default in
+training): ``--compile`` fuses BatchNorm + ReLU + the residual add (Inductor),
+``--compile-mode reduce-overhead`` adds CUDA graphs, ``--compile-cache DIR`` keeps compiled
+kernels in DIR (TORCHINDUCTOR_CACHE_DIR, FX-graph and AOT-autograd caches on) so that a
+second process with the same DIR shows what a cached compile costs (its
+``first_step_seconds``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -75,6 +94,60 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def use_compile_cache(directory: Path) -> None:
+    """Keep torch.compile's artefacts in ``directory``, reused by later processes.
+
+    Must run before the first compilation. Sets TORCHINDUCTOR_CACHE_DIR (Inductor's kernels,
+    Triton's under it) and switches on the FX-graph and AOT-autograd caches (on by default in
+    recent torch; explicit here so that the measurement does not depend on the release).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(directory.resolve())
+    os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "1"
+    os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "1"
+
+
+def stem_seconds(
+    model: torch.nn.Module,
+    batch: int,
+    size: tuple[int, int, int],
+    device: torch.device,
+    repeats: int = 5,
+) -> float:
+    """Seconds of all of ``model``'s stem convs for one micro-batch of ``batch`` samples.
+
+    Each tcl.models.stem.StemConv3d runs alone on a random [batch, c_in, *size] input (the
+    trunk's input: channels_last_3d on CUDA, bf16 autocast as in training): forward plus the
+    backward for its weight gradient (the input needs none). The median of ``repeats`` after
+    one warm-up, summed over the stems. Eager, whatever ``--compile`` says.
+    """
+    from tcl.models.stem import StemConv3d
+    from tcl.train import autocast
+
+    total = 0.0
+    for module in model.modules():
+        if not isinstance(module, StemConv3d):
+            continue
+        x = torch.randn(batch, module.in_channels, *size, device=device)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        times = []
+        for index in range(repeats + 1):
+            _sync(device)
+            start = time.perf_counter()
+            with autocast(device):
+                y = module(x)
+            torch.autograd.grad(y, module.weight, torch.ones_like(y))
+            _sync(device)
+            if index:  # the first is a warm-up (cuDNN autotuning)
+                times.append(time.perf_counter() - start)
+        total += sorted(times)[len(times) // 2]
+    return total
+
+
 def bench(
     config: str,
     profile: str | Profile,
@@ -85,9 +158,43 @@ def bench(
     grad_accum: int = 1,
     seed: int = 0,
     threads: int | None = None,
+    stem: str | None = None,
+    compile_mode: str = "default",
+    compile_cache: Path | None = None,
 ) -> dict[str, Any]:
     """Measure ``steps`` training steps and ``steps`` inference batches after ``warmup`` of
-    each; return the report (see the module docstring)."""
+    each; return the report (see the module docstring).
+
+    ``stem``: the stem implementation for this process (tcl.models.stem.STEM_IMPLS; None keeps
+    the current one, ``TCL_STEM`` or auto). ``compile_mode``: torch.compile's mode (only with
+    ``compile``). ``compile_cache``: a folder for compiled artefacts (:func:`use_compile_cache`).
+    """
+    from tcl.models.stem import STEM_IMPLS, get_stem_impl, stem_impl
+
+    if stem is not None and stem not in STEM_IMPLS:
+        raise TclError(f"--stem must be one of {', '.join(STEM_IMPLS)}, got {stem!r}")
+    with stem_impl(stem or get_stem_impl()):  # this call's choice, restored afterwards
+        return _bench(
+            config, profile, steps, warmup, device, compile, grad_accum, seed, threads,
+            compile_mode, compile_cache,
+        )  # fmt: skip
+
+
+def _bench(
+    config: str,
+    profile: str | Profile,
+    steps: int,
+    warmup: int,
+    device: str,
+    compile: bool,
+    grad_accum: int,
+    seed: int,
+    threads: int | None,
+    compile_mode: str,
+    compile_cache: Path | None,
+) -> dict[str, Any]:
+    """:func:`bench` with the stem implementation already chosen."""
+    from tcl.models.stem import get_stem_impl, resolve_impl, stem_impl
     from tcl.train import (
         _oom_error,
         build_model,
@@ -101,6 +208,10 @@ def bench(
 
     config = check_config(config)
     profile = get_profile(profile) if isinstance(profile, str) else profile
+    if compile_mode not in COMPILE_MODES:
+        raise TclError(f"--compile-mode must be one of {', '.join(COMPILE_MODES)}")
+    if compile_cache is not None:
+        use_compile_cache(compile_cache)
     torch_device = resolve_device(device)
     configure_backend(torch_device, threads)
     if torch_device.type == "cuda":
@@ -111,12 +222,16 @@ def bench(
         raise TclError(f"--grad-accum {grad_accum} must be a positive divisor of the batch {batch}")
     micro = batch // grad_accum
 
+    setup_start = time.perf_counter()
     model = build_model(config, profile, torch_device)
-    flops = count_flops(model, profile.size, torch_device, backward=True)
+    with stem_impl("conv"):  # the network's FLOPs, not a reformulation's zero taps
+        flops = count_flops(model, profile.size, torch_device, backward=True)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
     )
-    step_model = torch.compile(model) if compile else model
+    step_model = torch.compile(model, mode=compile_mode) if compile else model
+    _sync(torch_device)
+    setup_seconds = time.perf_counter() - setup_start
 
     # Synthetic training set: two batches of random volumes with a zero in-plane border (so
     # the foreground mask of the normalisation is not trivially everything), float16 on the
@@ -153,14 +268,17 @@ def bench(
 
     model.train()
     try:
-        for _ in range(warmup):
-            train_step()
+        warmup_timings = [train_step() for _ in range(warmup)]
         timings = [train_step() for _ in range(steps)]
     except torch.OutOfMemoryError:
         raise _oom_error(micro, grad_accum, batch) from None
     data_seconds = sum(t[0] for t in timings)
     train_seconds = sum(t[1] for t in timings)
     train_rate = steps * batch / train_seconds
+    step_seconds = train_seconds / steps
+    # The stems alone, once per micro-batch of a step (eager, the implementation in use).
+    stems = stem_seconds(model, micro, profile.size, torch_device) * grad_accum
+    optimizer.zero_grad(set_to_none=True)
 
     from tcl.train import autocast
 
@@ -168,9 +286,14 @@ def bench(
     x = volumes[:batch].float()
     if torch_device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last_3d)
+    first_inference_seconds = None
     with torch.no_grad(), autocast(torch_device):
-        for _ in range(warmup):
+        for index in range(warmup):
+            start = time.perf_counter()
             step_model(x)
+            if index == 0:
+                _sync(torch_device)
+                first_inference_seconds = time.perf_counter() - start
         _sync(torch_device)
         start = time.perf_counter()
         for _ in range(steps):
@@ -195,6 +318,9 @@ def bench(
         "batch_size": batch,
         "grad_accum": grad_accum,
         "compile": compile,
+        "compile_mode": compile_mode if compile else None,
+        "compile_cache": str(compile_cache) if compile_cache is not None else None,
+        "stem_impl": resolve_impl(get_stem_impl(), torch_device.type),
         "device": device_name(torch_device),
         "threads": torch.get_num_threads(),
         "steps": steps,
@@ -209,7 +335,12 @@ def bench(
         "fraction_of_peak": achieved / peak if peak else None,
         "peak_memory_bytes": int(peak_memory),
         "data_augmentation_share": data_seconds / train_seconds,
-        "step_seconds": train_seconds / steps,
+        "step_seconds": step_seconds,
+        "stem_seconds_per_step": stems,
+        "stem_share_estimate": stems / step_seconds,
+        "setup_seconds": setup_seconds,
+        "first_step_seconds": warmup_timings[0][1] if warmup_timings else None,
+        "first_inference_seconds": first_inference_seconds,
         "provenance": provenance(),
     }
 
@@ -226,6 +357,26 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--stem",
+        default=None,
+        choices=("auto", "conv", "s2d", "s2d_depth"),
+        help="how the stem conv runs (tcl.models.stem; default: TCL_STEM, else auto = plain "
+        "conv on CPU, s2d_depth on CUDA)",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=COMPILE_MODES,
+        help="torch.compile mode with --compile (reduce-overhead adds CUDA graphs)",
+    )
+    parser.add_argument(
+        "--compile-cache",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="keep compiled kernels in DIR for later processes (TORCHINDUCTOR_CACHE_DIR)",
+    )
     args = parser.parse_args(argv)
     report = bench(
         args.config,
@@ -236,6 +387,9 @@ def cli(argv: list[str]) -> int:
         compile=args.compile,
         grad_accum=args.grad_accum,
         threads=args.threads,
+        stem=args.stem,
+        compile_mode=args.compile_mode,
+        compile_cache=args.compile_cache,
     )
     text = json.dumps(report, indent=1) + "\n"
     if args.out:

@@ -176,13 +176,15 @@ def phase_input(
     return out.permute(0, 4, 1, 2, 3)
 
 
+# torch >= 2.4 asks autocast per device type; older releases have no such call (then the
+# convolution casts the input itself, as it would anyway).
+_AUTOCAST_PER_DEVICE = hasattr(torch, "get_autocast_dtype")
+
+
 def _cuda_autocast_dtype() -> torch.dtype | None:
     """The CUDA autocast dtype if autocast is on (None if off or this torch cannot say)."""
-    try:
-        if torch.is_autocast_enabled("cuda"):
-            return torch.get_autocast_dtype("cuda")
-    except (TypeError, AttributeError):  # torch < 2.4: no device-type argument
-        pass
+    if _AUTOCAST_PER_DEVICE and torch.is_autocast_enabled("cuda"):
+        return torch.get_autocast_dtype("cuda")
     return None
 
 
