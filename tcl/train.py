@@ -19,10 +19,19 @@ indexed from it and augmented there (tcl.augment, batched torch, no per-sample P
 the step runs under bf16 autocast with channels_last_3d and cudnn.benchmark; ``--compile``
 adds torch.compile. On CPU all cores are used and deterministic algorithms are requested.
 
-Resuming: every ``profile.checkpoint_every`` epochs an atomic ``checkpoint.pt`` stores model,
-optimiser, scheduler, history and every RNG state (python, numpy, torch, CUDA, the shuffling
-and augmentation generators). Rerunning the same command continues from it and, on CPU, yields
-the same predictions as an uninterrupted run. The checkpoint is removed once the run is done.
+Resuming: an atomic ``checkpoint.pt`` stores model, optimiser, scheduler, history, the position
+in the epoch (its shuffled order and loss sums so far) and every RNG state (python, numpy,
+torch, CUDA, the shuffling and augmentation generators). It is written every
+``profile.checkpoint_minutes`` of training and when the process receives SIGTERM or SIGINT,
+after which the run stops (:class:`CheckpointPolicy`, the one place that decides). Rerunning the
+same command continues from it and, on CPU, yields the same predictions as an uninterrupted run.
+The checkpoint is removed once the run is done.
+
+The run in steps (:func:`train_run`): :func:`run_key` (what makes two runs the same),
+:func:`resolve_existing` (a finished run, a checkpoint to resume, or a fresh start),
+:func:`start_training` (model, optimiser, schedule, generators, restored state),
+:func:`train_step` until the last epoch (checkpoints between steps), :func:`predict_test`,
+:func:`record_run` (run.json, saved weights) and :func:`commit_run` (predictions.csv, last).
 
 Learning-rate schedule (see :func:`lr_at_epoch`): the released code's warm-up scheduler, as
 run, trains epochs 0–1 at LR 0 (paper-facts.md). We drop those two epochs: epoch e < W
@@ -38,14 +47,18 @@ released schedule exactly for anyone who wants it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -304,13 +317,21 @@ def _predict_batches(
     p_invasion, p_high_grade = [], []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        x = torch.from_numpy(np.asarray(volumes[chunk], dtype=np.float32)).to(device)
+        # Moved in the cache's dtype (float16: half the bytes) and converted on the device;
+        # float16 → float32 is exact, so the values are those of a conversion on the host.
+        x = torch.from_numpy(np.asarray(volumes[chunk])).to(device).float()
+        n = len(x)
         if device.type == "cuda":
+            if n < batch_size and len(rows) > batch_size:
+                # the last, partial batch padded to the full one: cudnn.benchmark would
+                # otherwise autotune every layer again for one batch (eval mode: each
+                # sample's output is its own, the padding's is dropped)
+                x = torch.cat((x, x.new_zeros(batch_size - n, *x.shape[1:])))
             x = x.contiguous(memory_format=torch.channels_last_3d)
         with autocast(device):
             outputs = model(x)
-        p_invasion.append(torch.softmax(outputs["invasion"].float(), dim=1)[:, 1].cpu())
-        p_high_grade.append(torch.softmax(outputs["grade"].float(), dim=1)[:, 1].cpu())
+        p_invasion.append(torch.softmax(outputs["invasion"][:n].float(), dim=1)[:, 1].cpu())
+        p_high_grade.append(torch.softmax(outputs["grade"][:n].float(), dim=1)[:, 1].cpu())
     return torch.cat(p_invasion).double().numpy(), torch.cat(p_high_grade).double().numpy()
 
 
@@ -402,7 +423,108 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-# ---------------------------------------------------------------------------- the run
+class RunInterrupted(TclError):
+    """A training stopped on SIGTERM or SIGINT after saving its checkpoint.
+
+    ``status`` is the shell's exit status for that signal (128 + its number: 143, 130), which
+    ``python -m tcl train`` exits with after printing the message, one line.
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.status = 128 + signum
+
+
+# What the policy's timer reads; a test may replace it to make time pass.
+clock = time.monotonic
+
+
+class CheckpointPolicy:
+    """When a run writes checkpoint.pt: the one place that decides it.
+
+    - every ``minutes`` of wall-clock time (``Profile.checkpoint_minutes``; 0 = after every
+      optimiser step), counted from the start of training or the last checkpoint. An interval,
+      not every N epochs: a checkpoint of the paper network is 2.5 GB (3 s on an H200), and a
+      paper epoch lasts 0.75 s on that GPU but 17 minutes on a 2-core CPU;
+    - when the process receives SIGTERM or SIGINT (while :meth:`watching_signals` is active):
+      the step in progress finishes, the checkpoint is written and the run stops
+      (:class:`RunInterrupted`). A second signal before that aborts at once, without a
+      checkpoint (KeyboardInterrupt), for whoever really means it.
+
+    The run calls :meth:`between_steps` after every optimiser step, where the state is
+    complete, and once more after predicting (a signal during prediction keeps the finished
+    training). Nothing else writes checkpoint.pt.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, path: Path, key: dict[str, Any], minutes: float, label: str) -> None:
+        self.path, self.key, self.label = path, key, label
+        self.interval_s = float(minutes) * 60.0
+        self.last = clock()
+        self.signum: int | None = None
+
+    def due(self, training_done: bool) -> bool:
+        """Whether to write a checkpoint now: a signal came, or the interval has passed and
+        training is not over (a finished training needs none unless it must stop)."""
+        if self.signum is not None:
+            return True
+        return not training_done and clock() - self.last >= self.interval_s
+
+    def between_steps(self, state: TrainingState, epochs: int, steps: int) -> None:
+        """Write ``state`` if :meth:`due`; after a signal, then stop: raise RunInterrupted
+        with one line that says where the run stopped and how to continue."""
+        if not self.due(training_done=state.epoch >= epochs):
+            return
+        start = clock()
+        save_checkpoint(self.path, state.checkpoint(self.key))
+        self.last = clock()
+        if self.signum is None:
+            return
+        where = (
+            f"after epoch {state.epoch} of {epochs}" if state.step == 0 else
+            f"in epoch {state.epoch + 1} of {epochs} after step {state.step}/{steps}"
+        )  # fmt: skip
+        raise RunInterrupted(
+            f"{self.label} stopped by {signal.Signals(self.signum).name} {where}; checkpoint "
+            f"written in {self.last - start:.1f} s to {self.path}; rerun the same command to "
+            "continue",
+            self.signum,
+        )
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # the second signal: no more waiting
+            self._restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(
+            f"received {signal.Signals(signum).name}: finishing the step, then saving a "
+            "checkpoint (send it again to stop at once, without one)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _restore(self) -> None:
+        for signum, handler in getattr(self, "_previous", {}).items():
+            signal.signal(signum, handler)
+        self._previous: dict[int, Any] = {}
+
+    @contextlib.contextmanager
+    def watching_signals(self) -> Iterator[CheckpointPolicy]:
+        """Catch SIGTERM and SIGINT meanwhile (only possible in the main thread; elsewhere,
+        e.g. a run started from a worker thread, signals keep their usual effect)."""
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield self
+        finally:
+            self._restore()
+
+
+# ---------------------------------------------------------------------------- the run, in steps
 
 
 def _progress_line(config: str, draw: int, row: dict[str, float], epochs: int) -> str:
@@ -425,6 +547,403 @@ def _oom_error(micro_batch: int, grad_accum: int, batch_size: int) -> TclError:
         f"(batch {batch_size}, --grad-accum {grad_accum}); {hint}. The last checkpoint is kept, "
         "so the rerun continues from it."
     )
+
+
+def run_key(config: str, draw: int, profile: Profile, seed: int, data: DrawData) -> dict[str, Any]:
+    """What makes two runs the same run: configuration, draw, the profile's result-changing
+    settings (:meth:`Profile.key_dict`: not its checkpoint interval), seed, cache and the draw's
+    training patients. Stored in run.json and checkpoint.pt and compared on every start."""
+    key = {
+        "config": config,
+        "draw": draw,
+        "profile": profile.key_dict(),
+        "seed": seed,
+        "cache_meta_hash": meta_hash(data.meta),
+        "train_ids_hash": hashlib.sha256("\n".join(data.train_ids).encode()).hexdigest()[:16],
+    }
+    return json.loads(json.dumps(key))  # tuples → lists, so it compares equal after a round trip
+
+
+def resolve_existing(
+    out_dir: Path, key: dict[str, Any], force: bool, retrain: bool, say: Callable[[str], None]
+) -> tuple[bool, dict[str, Any] | None]:
+    """Decide what to do with what ``out_dir`` already holds; return ``(done, checkpoint)``.
+
+    ``done``: a finished run with this key, left as is. Otherwise ``checkpoint`` is the state
+    to resume (same key) or None for a fresh start, in which case every old output is removed
+    so that nothing old looks like part of this run. Other settings raise TclError unless
+    ``force`` (discard everything) or ``retrain`` (discard a finished run and another key's
+    checkpoint, resume this key's).
+    """
+    predictions_path, checkpoint_path = out_dir / "predictions.csv", out_dir / CHECKPOINT
+    if retrain:
+        predictions_path.unlink(missing_ok=True)
+    if predictions_path.exists() and not force:
+        run_json = out_dir / "run.json"
+        previous = json.loads(run_json.read_text()).get("key") if run_json.exists() else None
+        if previous == key:
+            say(f"{out_dir} is already complete (predictions.csv); pass --force to retrain")
+            return True, None
+        raise TclError(
+            f"{out_dir} holds a finished run with other settings; choose another --out or pass "
+            "--force to overwrite it"
+        )
+    checkpoint = None
+    if checkpoint_path.exists() and not force:
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if checkpoint.get("key") != key:
+            if not retrain:
+                raise TclError(
+                    f"{checkpoint_path} belongs to a run with other settings (config, draw, "
+                    "profile, seed, cache or splits differ); choose another --out or pass --force "
+                    "to discard it"
+                )
+            checkpoint = None  # another run's state: start over
+    if checkpoint is None:
+        for name in (*OUTPUTS, CHECKPOINT):
+            (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return False, checkpoint
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How one epoch is cut: ``steps`` optimiser steps of ``batch_size`` samples, each in
+    micro-batches of ``micro`` (gradient accumulation)."""
+
+    n_train: int
+    batch_size: int
+    steps: int
+    micro: int
+
+    @classmethod
+    def of(cls, n_train: int, profile: Profile, grad_accum: int) -> StepPlan:
+        batch_size = profile.batch_size
+        if n_train < batch_size:
+            warnings.warn(
+                f"the training set has {n_train} patients, fewer than the batch size "
+                f"{batch_size}; each epoch is one batch of {n_train}",
+                stacklevel=3,
+            )
+            batch_size = n_train
+        steps = n_train // batch_size if profile.drop_last else -(-n_train // batch_size)
+        micro = batch_size // grad_accum if batch_size % grad_accum == 0 else batch_size
+        return cls(n_train, batch_size, steps, micro)
+
+
+@dataclass
+class TrainingState:
+    """Everything a training is at a step boundary, hence everything a checkpoint holds.
+
+    ``epoch`` is the epoch in progress (0-based) and ``step`` the optimiser steps of it done;
+    mid-epoch, ``order`` is that epoch's permutation of the training set ([n_train] int64) and
+    ``sums`` its loss terms summed so far (0-d tensors), so that a run resumed mid-epoch sees
+    exactly the batches, random draws and sums an uninterrupted one would.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    shuffle_gen: torch.Generator
+    augment_gen: torch.Generator
+    history: list[dict[str, float]] = field(default_factory=list)
+    epoch: int = 0
+    step: int = 0
+    order: torch.Tensor | None = None
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    seen: int = 0
+    epoch_seconds: float = 0.0
+    trained_seconds: float = 0.0
+
+    def checkpoint(self, key: dict[str, Any]) -> dict[str, Any]:
+        """The state as a checkpoint.pt payload (``key`` says which run it belongs to)."""
+        return {
+            "key": key,
+            "epoch": self.epoch,
+            "step": self.step,
+            "order": None if self.order is None else self.order.cpu(),
+            "sums": {name: value.cpu() for name, value in self.sums.items()},
+            "seen": self.seen,
+            "epoch_seconds": self.epoch_seconds,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng_states(self.shuffle_gen, self.augment_gen),
+            "history": self.history,
+            "trained_seconds": self.trained_seconds,
+        }
+
+    def restore(self, checkpoint: dict[str, Any], device: torch.device) -> None:
+        """Continue from a :meth:`checkpoint` payload."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_rng_states(checkpoint["rng"], self.shuffle_gen, self.augment_gen)
+        self.history = checkpoint["history"]
+        self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
+        order = checkpoint["order"]
+        self.order = None if order is None else order.to(device)
+        self.sums = {name: value.to(device) for name, value in checkpoint["sums"].items()}
+        self.seen, self.epoch_seconds = checkpoint["seen"], checkpoint["epoch_seconds"]
+        self.trained_seconds = checkpoint["trained_seconds"]
+
+
+def start_training(
+    config: str,
+    profile: Profile,
+    seed: int,
+    device: torch.device,
+    checkpoint: dict[str, Any] | None,
+) -> TrainingState:
+    """Model, optimiser, schedule and generators from ``seed``, then ``checkpoint`` if any.
+
+    Model init, dropout, shuffling and augmentation all follow from ``seed``; a restored
+    checkpoint overwrites every one of them.
+    """
+    seed_everything(seed)
+    model = build_model(config, profile, device)
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_at_epoch(profile, epoch) / profile.lr
+    )
+    state = TrainingState(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        shuffle_gen=torch.Generator().manual_seed(seed),
+        augment_gen=torch.Generator(device=device).manual_seed(seed + 1),
+    )
+    if checkpoint is not None:
+        state.restore(checkpoint, device)
+    return state
+
+
+def run_flops(model: nn.Module, config: str, profile: Profile, device: torch.device) -> int:
+    """Forward FLOPs of one sample for run.json, counted where it costs least.
+
+    On CPU the real model runs one sample (1/586 of the prediction's work). On CUDA a
+    shape-only twin on the meta device is counted instead: a batch of one on the GPU would
+    make cudnn.benchmark autotune every layer for a shape training never uses again.
+    """
+    if device.type == "cpu":
+        return count_flops(model, profile.size, device)["forward"]
+    from tcl.models import build
+
+    with torch.device("meta"):
+        twin = build(config, width=profile.width, dropout=profile.dropout)
+    return count_flops(twin, profile.size, torch.device("meta"))["forward"]
+
+
+def train_step(
+    state: TrainingState,
+    step_model: nn.Module,
+    data: DrawData,
+    plan: StepPlan,
+    config: str,
+    profile: Profile,
+    grad_accum: int,
+) -> dict[str, float] | None:
+    """One optimiser step of ``state.epoch``; at the epoch's last step, close the epoch
+    (LR schedule, history row) and return that row, else None."""
+    device = data.train_volumes.device
+    start = time.perf_counter()
+    if state.step == 0:  # a new epoch: its order of the training set
+        state.order = torch.randperm(plan.n_train, generator=state.shuffle_gen).to(device)
+        state.sums, state.seen, state.epoch_seconds = {}, 0, 0.0
+    assert state.order is not None
+    batch_index = state.order[state.step * plan.batch_size : (state.step + 1) * plan.batch_size]
+    state.optimizer.zero_grad(set_to_none=True)
+    for part in batch_index.split(plan.micro):
+        try:
+            x = prepare_batch(data.train_volumes, part, profile, state.augment_gen)
+            terms = forward_backward(
+                step_model,
+                x,
+                data.train_invasion[part],
+                data.train_high_grade[part],
+                config,
+                profile,
+                state.epoch,
+                scale=len(part) / len(batch_index),
+            )
+        except torch.OutOfMemoryError:
+            raise _oom_error(len(part), grad_accum, profile.batch_size) from None
+        for name, value in terms.items():
+            state.sums[name] = state.sums[name] + value if name in state.sums else value
+    state.optimizer.step()
+    state.step += 1
+    state.seen += len(batch_index)
+    row = None
+    if state.step == plan.steps:
+        lr = state.optimizer.param_groups[0]["lr"]
+        state.scheduler.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the epoch's time includes its queued kernels
+        state.epoch_seconds += time.perf_counter() - start
+        row = {
+            "epoch": state.epoch,
+            **{name: value.item() / plan.steps for name, value in state.sums.items()},
+            "lr": lr,
+            "seconds": state.epoch_seconds,
+            "samples": state.seen,
+            "samples_per_s": state.seen / state.epoch_seconds,
+        }
+        state.history.append(row)
+        state.trained_seconds += state.epoch_seconds
+        state.epoch, state.step, state.order, state.sums = state.epoch + 1, 0, None, {}
+    else:
+        state.epoch_seconds += time.perf_counter() - start
+    return row
+
+
+def train_epochs(
+    state: TrainingState,
+    step_model: nn.Module,
+    data: DrawData,
+    plan: StepPlan,
+    config: str,
+    draw: int,
+    profile: Profile,
+    grad_accum: int,
+    last_epoch: int,
+    policy: CheckpointPolicy,
+    out_dir: Path,
+    say: Callable[[str], None] | None,
+) -> None:
+    """Optimiser steps from ``state`` until ``last_epoch`` is done; history.csv after each
+    epoch, one progress line per epoch with ``say`` (else a progress bar), and the checkpoint
+    policy asked between steps."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(
+        total=profile.epochs * plan.steps * plan.batch_size,
+        initial=(state.epoch * plan.steps + state.step) * plan.batch_size,
+        desc=f"{config} draw{draw}",
+        unit="sample",
+        disable=say is not None,
+        dynamic_ncols=True,
+    )
+    state.model.train()
+    while state.epoch < last_epoch:
+        row = train_step(state, step_model, data, plan, config, profile, grad_accum)
+        bar.update(plan.batch_size)
+        if row is not None:
+            with atomic_path(out_dir / "history.csv") as tmp:
+                pd.DataFrame(state.history).to_csv(tmp, index=False)
+            if say is not None:
+                say(_progress_line(config, draw, row, profile.epochs))
+            else:
+                loss, speed = f"{row['total']:.4f}", f"{row['samples_per_s']:.0f}"
+                bar.set_postfix(epoch=state.epoch, loss=loss, sps=speed)
+        policy.between_steps(state, profile.epochs, plan.steps)
+    bar.close()
+
+
+def predict_test(
+    model: nn.Module, data: DrawData, draw: int, profile: Profile, device: torch.device
+) -> tuple[pd.DataFrame, float]:
+    """The draw's test patients through the final model: predictions.csv's table, seconds."""
+    start = time.perf_counter()
+    p_invasion, p_high_grade = predict(
+        model, data.volumes, data.test_rows, profile.batch_size, device
+    )
+    table = pd.DataFrame(
+        {
+            "patient_id": data.test_ids,
+            "draw": draw,
+            "p_invasion": p_invasion,
+            "p_high_grade": p_high_grade,
+            "invasion": data.test_invasion,
+            "high_grade": data.test_high_grade,
+            "pred_invasion": (p_invasion > 0.5).astype(int),
+            "pred_high_grade": (p_high_grade > 0.5).astype(int),
+        }  # the columns of tcl.metrics.PREDICTION_COLUMNS, in its order (importing it costs
+    )  # 0.6 s of scipy.stats at start-up; tests compare the two)
+    return table, time.perf_counter() - start
+
+
+def describe_run(
+    config: str,
+    draw: int,
+    seed: int,
+    profile: Profile,
+    key: dict[str, Any],
+    device: torch.device,
+    compile: bool,
+    grad_accum: int,
+    plan: StepPlan,
+    state: TrainingState,
+    data: DrawData,
+    flops: dict[str, int],
+    eval_seconds: float,
+    wall_start: float,
+    cache_dir: Path,
+    splits_path: Path,
+) -> dict[str, Any]:
+    """run.json's content: settings, key, device, sizes, times, cache and provenance."""
+    return {
+        "config": config,
+        "draw": draw,
+        "seed": seed,
+        "profile": profile.to_dict(),
+        "key": key,
+        "device": device_name(device),
+        "threads": torch.get_num_threads(),
+        "compile": compile,
+        "grad_accum": grad_accum,
+        "n_train": plan.n_train,
+        "n_test": len(data.test_ids),
+        "steps_per_epoch": plan.steps,
+        "batch_size": plan.batch_size,
+        "parameters": sum(p.numel() for p in state.model.parameters()),
+        "flops_per_sample": flops,
+        "train_seconds": state.trained_seconds,
+        "eval_seconds": eval_seconds,
+        "wall_seconds_this_session": time.perf_counter() - wall_start,
+        "cache": {
+            "dir": str(cache_dir),
+            "meta_hash": key["cache_meta_hash"],
+            "input_hash": data.meta.get("input_hash"),
+            "size": data.meta.get("size"),
+        },
+        "splits": str(splits_path),
+        "provenance": provenance(),
+    }
+
+
+def record_run(out_dir: Path, run: dict[str, Any], state: TrainingState, data: DrawData,
+               save_weights: bool) -> None:  # fmt: skip
+    """Write run.json and, with ``save_weights``, the network (tcl.saved): everything but the
+    predictions, which :func:`commit_run` writes last."""
+    write_text_atomic(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
+    if save_weights:
+        from tcl.saved import save_model
+
+        save_model(
+            out_dir,
+            state.model,
+            run["config"],
+            run["profile"],
+            data.meta,
+            {
+                "draw": run["draw"],
+                "seed": run["seed"],
+                "n_train": run["n_train"],
+                "train_ids_hash": run["key"]["train_ids_hash"],
+                "cache": run["cache"],
+                "splits": run["splits"],
+                "device": run["device"],
+            },
+        )
+
+
+def commit_run(out_dir: Path, predictions: pd.DataFrame) -> None:
+    """predictions.csv, last: its presence marks the run complete; the checkpoint goes."""
+    with atomic_path(out_dir / "predictions.csv") as tmp:
+        predictions.to_csv(tmp, index=False)
+    (out_dir / CHECKPOINT).unlink(missing_ok=True)
 
 
 def train_run(
@@ -465,13 +984,15 @@ def train_run(
             settings, but resume a checkpoint with these settings. This is what ``make`` means
             when it finds a run out of date (its code, cache or splits changed): train again,
             yet continue an interrupted training instead of restarting it.
-        max_epochs: stop after this many epochs in total without finishing (test hook that
-            simulates a kill; rerun without it to resume).
+        max_epochs: stop after this many epochs in total without finishing and without a
+            checkpoint (a test hook that simulates a kill; rerun without it to resume from
+            the last checkpoint).
         threads: CPU threads (default all cores; see :func:`configure_backend`).
 
     A finished run with the same settings is left as is (a message says so); a checkpoint with
     the same settings is resumed; different settings raise TclError unless ``force`` or
-    ``retrain``.
+    ``retrain``. Checkpoints follow :class:`CheckpointPolicy`; on SIGTERM or SIGINT the run
+    saves one and raises :class:`RunInterrupted`.
     """
     config = check_config(config)
     profile = get_profile(profile) if isinstance(profile, str) else profile
@@ -491,239 +1012,48 @@ def train_run(
     )
 
     data = load_draw(cache_dir, splits_path, draw, profile, torch_device)
-    key = {
-        "config": config,
-        "draw": draw,
-        "profile": profile.to_dict(),
-        "seed": seed,
-        "cache_meta_hash": meta_hash(data.meta),
-        "train_ids_hash": hashlib.sha256("\n".join(data.train_ids).encode()).hexdigest()[:16],
-    }
-    key = json.loads(json.dumps(key))  # tuples → lists, so it compares equal after a round trip
-    checkpoint_path = out_dir / CHECKPOINT
-    if retrain:
-        (out_dir / "predictions.csv").unlink(missing_ok=True)
-    if (out_dir / "predictions.csv").exists() and not force:
-        previous = (
-            json.loads((out_dir / "run.json").read_text()).get("key")
-            if (out_dir / "run.json").exists()
-            else None
-        )
-        if previous == key:
-            say(f"{out_dir} is already complete (predictions.csv); pass --force to retrain")
-            return out_dir
-        raise TclError(
-            f"{out_dir} holds a finished run with other settings; choose another --out or pass "
-            "--force to overwrite it"
-        )
-    checkpoint = None
-    if checkpoint_path.exists() and not force:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        if checkpoint["key"] != key:
-            if not retrain:
-                raise TclError(
-                    f"{checkpoint_path} belongs to a run with other settings (config, draw, "
-                    "profile, seed, cache or splits differ); choose another --out or pass --force "
-                    "to discard it"
-                )
-            checkpoint = None  # another run's state: start over (the files go below)
-    if checkpoint is None:  # a fresh start: nothing old may look like part of this run
-        for name in (*OUTPUTS, CHECKPOINT):
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    # Model init, dropout, shuffling and augmentation all follow from ``seed``.
-    seed_everything(seed)
-    model = build_model(config, profile, torch_device)
-    n_parameters = sum(p.numel() for p in model.parameters())
-    flops = count_flops(model, profile.size, torch_device)
-    optimizer = torch.optim.Adam(
-        model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: lr_at_epoch(profile, epoch) / profile.lr
-    )
-    shuffle_gen = torch.Generator().manual_seed(seed)
-    augment_gen = torch.Generator(device=torch_device).manual_seed(seed + 1)
-    history: list[dict[str, float]] = []
-    start_epoch, trained_seconds = 0, 0.0
+    key = run_key(config, draw, profile, seed, data)
+    done, checkpoint = resolve_existing(out_dir, key, force, retrain, say)
+    if done:
+        return out_dir
+    state = start_training(config, profile, seed, torch_device, checkpoint)
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        restore_rng_states(checkpoint["rng"], shuffle_gen, augment_gen)
-        history = checkpoint["history"]
-        start_epoch, trained_seconds = checkpoint["epoch"], checkpoint["trained_seconds"]
-        say(f"resuming {out_dir} at epoch {start_epoch + 1}/{profile.epochs}")
+        say(f"resuming {out_dir} at epoch {state.epoch + 1}/{profile.epochs}, step {state.step}")
         del checkpoint
-    step_model = torch.compile(model) if compile else model
-
-    n_train = len(data.train_ids)
-    batch_size = profile.batch_size
-    if n_train < batch_size:
-        warnings.warn(
-            f"the training set has {n_train} patients, fewer than the batch size {batch_size}; "
-            f"each epoch is one batch of {n_train}",
-            stacklevel=2,
-        )
-        batch_size = n_train
-    steps = n_train // batch_size if profile.drop_last else -(-n_train // batch_size)
-    micro = batch_size // grad_accum if batch_size % grad_accum == 0 else batch_size
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(
-        total=profile.epochs * steps * batch_size,
-        initial=start_epoch * steps * batch_size,
-        desc=f"{config} draw{draw}",
-        unit="sample",
-        disable=quiet,
-        dynamic_ncols=True,
+    flops = {"forward": run_flops(state.model, config, profile, torch_device)}
+    plan = StepPlan.of(len(data.train_ids), profile, grad_accum)
+    last_epoch = profile.epochs if max_epochs is None else min(profile.epochs, max_epochs)
+    policy = CheckpointPolicy(
+        out_dir / CHECKPOINT, key, profile.checkpoint_minutes, f"{config} draw{draw}"
     )
     wall_start = time.perf_counter()
-    last_epoch = profile.epochs if max_epochs is None else min(profile.epochs, max_epochs)
-    for epoch in range(start_epoch, last_epoch):
-        model.train()
-        epoch_start = time.perf_counter()
-        sums: dict[str, torch.Tensor] = {}
-        order = torch.randperm(n_train, generator=shuffle_gen).to(torch_device)
-        seen = 0
-        for step in range(steps):
-            batch_index = order[step * batch_size : (step + 1) * batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            for part in batch_index.split(micro):
-                try:
-                    x = prepare_batch(data.train_volumes, part, profile, augment_gen)
-                    terms = forward_backward(
-                        step_model,
-                        x,
-                        data.train_invasion[part],
-                        data.train_high_grade[part],
-                        config,
-                        profile,
-                        epoch,
-                        scale=len(part) / len(batch_index),
-                    )
-                except torch.OutOfMemoryError:
-                    raise _oom_error(len(part), grad_accum, profile.batch_size) from None
-                for name, value in terms.items():
-                    sums[name] = sums[name] + value if name in sums else value
-            optimizer.step()
-            seen += len(batch_index)
-            bar.update(len(batch_index))
-            if not quiet and (torch_device.type == "cpu" or step == steps - 1):
-                bar.set_postfix(epoch=epoch + 1, loss=f"{sums['total'].item() / (step + 1):.4f}")
-        current_lr = optimizer.param_groups[0]["lr"]
-        scheduler.step()
-        if torch_device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - epoch_start
-        trained_seconds += seconds
-        row = {"epoch": epoch, **{name: value.item() / steps for name, value in sums.items()}}
-        row.update(lr=current_lr, seconds=seconds, samples=seen, samples_per_s=seen / seconds)
-        history.append(row)
-        if quiet:
-            say(_progress_line(config, draw, row, profile.epochs))
-        else:
-            bar.set_postfix(
-                epoch=epoch + 1, loss=f"{row['total']:.4f}", sps=f"{seen / seconds:.0f}"
-            )
-        with atomic_path(out_dir / "history.csv") as tmp:
-            pd.DataFrame(history).to_csv(tmp, index=False)
-        done_epochs = epoch + 1
-        if done_epochs % profile.checkpoint_every == 0 and done_epochs < profile.epochs:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "key": key,
-                    "epoch": done_epochs,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_states(shuffle_gen, augment_gen),
-                    "history": history,
-                    "trained_seconds": trained_seconds,
-                },
-            )
-    bar.close()
-    if last_epoch < profile.epochs:
-        say(f"stopped after epoch {last_epoch} of {profile.epochs} (max_epochs); rerun to resume")
-        return out_dir
-
-    from tcl.metrics import PREDICTION_COLUMNS  # here: tcl.metrics pulls in scipy.stats (0.5 s)
-
-    eval_start = time.perf_counter()
-    p_invasion, p_high_grade = predict(
-        model, data.volumes, data.test_rows, profile.batch_size, torch_device
-    )
-    eval_seconds = time.perf_counter() - eval_start
-    predictions = pd.DataFrame(
-        {
-            "patient_id": data.test_ids,
-            "draw": draw,
-            "p_invasion": p_invasion,
-            "p_high_grade": p_high_grade,
-            "invasion": data.test_invasion,
-            "high_grade": data.test_high_grade,
-            "pred_invasion": (p_invasion > 0.5).astype(int),
-            "pred_high_grade": (p_high_grade > 0.5).astype(int),
-        },
-        columns=list(PREDICTION_COLUMNS),
-    )
-    run = {
-        "config": config,
-        "draw": draw,
-        "seed": seed,
-        "profile": profile.to_dict(),
-        "key": key,
-        "device": device_name(torch_device),
-        "threads": torch.get_num_threads(),
-        "compile": compile,
-        "grad_accum": grad_accum,
-        "n_train": n_train,
-        "n_test": len(data.test_ids),
-        "steps_per_epoch": steps,
-        "batch_size": batch_size,
-        "parameters": n_parameters,
-        "flops_per_sample": flops,
-        "train_seconds": trained_seconds,
-        "eval_seconds": eval_seconds,
-        "wall_seconds_this_session": time.perf_counter() - wall_start,
-        "cache": {
-            "dir": str(cache_dir),
-            "meta_hash": key["cache_meta_hash"],
-            "input_hash": data.meta.get("input_hash"),
-            "size": data.meta.get("size"),
-        },
-        "splits": str(splits_path),
-        "provenance": provenance(),
-    }
-    write_text_atomic(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
-    if save_weights:
-        from tcl.saved import save_model
-
-        save_model(
-            out_dir,
-            model,
+    with policy.watching_signals():
+        train_epochs(
+            state,
+            torch.compile(state.model) if compile else state.model,
+            data,
+            plan,
             config,
-            run["profile"],
-            data.meta,
-            {
-                "draw": draw,
-                "seed": seed,
-                "n_train": n_train,
-                "train_ids_hash": key["train_ids_hash"],
-                "cache": run["cache"],
-                "splits": str(splits_path),
-                "device": run["device"],
-            },
+            draw,
+            profile,
+            grad_accum,
+            last_epoch,
+            policy,
+            out_dir,
+            say if quiet else None,
         )
-    # Last: predictions.csv marks the run as complete.
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
-    checkpoint_path.unlink(missing_ok=True)
+        if last_epoch < profile.epochs:
+            say(f"stopped after epoch {last_epoch} of {profile.epochs} (max_epochs); rerun")
+            return out_dir
+        predictions, eval_seconds = predict_test(state.model, data, draw, profile, torch_device)
+        policy.between_steps(state, profile.epochs, plan.steps)  # stops here after a signal
+        run = describe_run(config, draw, seed, profile, key, torch_device, compile, grad_accum,
+                           plan, state, data, flops, eval_seconds, wall_start, cache_dir,
+                           splits_path)  # fmt: skip
+        record_run(out_dir, run, state, data, save_weights)
+        commit_run(out_dir, predictions)
     say(
-        f"{config} draw{draw}: trained {profile.epochs} epochs in {trained_seconds:.1f} s, "
+        f"{config} draw{draw}: trained {profile.epochs} epochs in {state.trained_seconds:.1f} s, "
         f"predicted {len(predictions)} test patients → {out_dir}"
     )
     return out_dir
@@ -790,20 +1120,24 @@ def cli(argv: list[str]) -> int:
     check_config(args.config)
     profile = get_profile(args.profile)
     out = args.out or Path("results") / profile.name / "runs" / args.config / f"draw{args.draw}"
-    train_run(
-        args.config,
-        args.draw,
-        profile,
-        args.cache,
-        args.splits,
-        out,
-        device=args.device,
-        seed=args.seed,
-        quiet=args.quiet,
-        save_weights=args.save_weights,
-        compile=args.compile,
-        grad_accum=args.grad_accum,
-        force=args.force,
-        threads=args.threads,
-    )
+    try:
+        train_run(
+            args.config,
+            args.draw,
+            profile,
+            args.cache,
+            args.splits,
+            out,
+            device=args.device,
+            seed=args.seed,
+            quiet=args.quiet,
+            save_weights=args.save_weights,
+            compile=args.compile,
+            grad_accum=args.grad_accum,
+            force=args.force,
+            threads=args.threads,
+        )
+    except RunInterrupted as stopped:  # a request, not an error: one line, the signal's status
+        print(f"stopped: {stopped}", file=sys.stderr, flush=True)
+        return stopped.status
     return 0

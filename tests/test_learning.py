@@ -35,7 +35,7 @@ LEARNING = replace(
     step_size=1,
     gamma=0.85,
     contrastive_from_epoch=8,
-    checkpoint_every=1000,
+    checkpoint_minutes=1000.0,
 )
 HIGH_AUC = 0.9
 

@@ -165,20 +165,157 @@ def test_same_seed_gives_identical_predictions(cohort, smoke_runs, tmp_path):
     assert not np.allclose(predictions(other)["p_invasion"], predictions(again)["p_invasion"])
 
 
-LONGER = replace(SMOKE, epochs=4, checkpoint_every=2)
+# Four epochs of three steps (12 training patients, batch 4), so that a checkpoint can fall in
+# the middle of an epoch; no periodic checkpoint unless a test asks for one.
+LONGER = replace(SMOKE, epochs=4, batch_size=4, checkpoint_minutes=60.0)
+STEPS_PER_EPOCH = 3
 
 
-def test_resumed_run_equals_uninterrupted_run(cohort, tmp_path):
-    whole = run(cohort, tmp_path / "whole", profile=LONGER)
+@pytest.fixture(scope="module")
+def uninterrupted(cohort, tmp_path_factory) -> Path:
+    """LONGER trained in one go (no checkpoint written): what every resumed run must equal."""
+    return run(cohort, tmp_path_factory.mktemp("whole") / "run", profile=LONGER)
+
+
+def assert_same_run(resumed: Path, whole: Path) -> None:
+    """Byte-identical predictions, the same loss history, and no checkpoint left."""
+    assert (resumed / "predictions.csv").read_bytes() == (whole / "predictions.csv").read_bytes()
+    ours, theirs = pd.read_csv(resumed / "history.csv"), pd.read_csv(whole / "history.csv")
+    assert len(ours) == LONGER.epochs
+    pd.testing.assert_frame_equal(ours.drop(columns=TIMES), theirs.drop(columns=TIMES))
+    assert not (resumed / "checkpoint.pt").exists()
+
+
+TIMES = ["seconds", "samples_per_s"]
+
+
+def checkpoint_position(run_dir: Path) -> tuple[int, int]:
+    """(epoch in progress, steps of it done) of a run's checkpoint.pt."""
+    import torch
+
+    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    return state["epoch"], state["step"]
+
+
+def test_checkpoint_after_every_step_at_interval_zero_and_resume(cohort, uninterrupted, tmp_path):
     out = tmp_path / "killed"
-    run(cohort, out, profile=LONGER, max_epochs=3)  # "killed" during epoch 4: epoch 3 is lost
+    every_step = replace(LONGER, checkpoint_minutes=0.0)
+    run(cohort, out, profile=every_step, max_epochs=3)  # "killed" right after epoch 3
+    assert not (out / "predictions.csv").exists()
+    assert checkpoint_position(out) == (3, 0) and len(pd.read_csv(out / "history.csv")) == 3
+    # the interval is no part of the run's identity: another one resumes this checkpoint
+    run(cohort, out, profile=LONGER)
+    assert_same_run(out, uninterrupted)
+
+
+def test_checkpoint_by_time_mid_epoch_and_resume(cohort, uninterrupted, tmp_path, monkeypatch):
+    import tcl.train
+
+    now = [0.0]  # a clock that advances one minute per optimiser step, and only then
+    step = tcl.train.train_step
+
+    def one_minute_step(*args, **kwargs):
+        row = step(*args, **kwargs)
+        now[0] += 60.0
+        return row
+
+    monkeypatch.setattr(tcl.train, "clock", lambda: now[0])
+    monkeypatch.setattr(tcl.train, "train_step", one_minute_step)
+    out = tmp_path / "killed"
+    # every 3.5 minutes: after steps 4 and 8 (epoch 1 step 1, epoch 2 step 2), not at step 9,
+    # where max_epochs "kills" the run: the work of step 9 is lost and redone
+    run(cohort, out, profile=replace(LONGER, checkpoint_minutes=3.5), max_epochs=3)
+    assert checkpoint_position(out) == (2, 2)
+    assert len(pd.read_csv(out / "history.csv")) == 3  # written after each epoch, kept
+    monkeypatch.undo()
+    run(cohort, out, profile=LONGER)
+    assert_same_run(out, uninterrupted)
+
+
+def signalling_step(monkeypatch, at_step: int, *signals: int) -> None:
+    """Make optimiser step ``at_step`` (1-based) send this process ``signals`` mid-step."""
+    import os
+
+    import tcl.train
+
+    calls = [0]
+    step = tcl.train.train_step
+
+    def step_then_signal(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == at_step:
+            for signum in signals:
+                os.kill(os.getpid(), signum)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(tcl.train, "train_step", step_then_signal)
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+def test_signal_checkpoints_stops_and_resumes_identically(
+    cohort, uninterrupted, tmp_path, monkeypatch, name
+):
+    import signal
+
+    from tcl.train import RunInterrupted
+
+    signum = getattr(signal, name)
+    before = signal.getsignal(signum)
+    signalling_step(monkeypatch, 5, signum)  # epoch 1, its second step
+    out = tmp_path / "stopped"
+    with pytest.raises(RunInterrupted) as stopped:
+        run(cohort, out, profile=LONGER)
+    message = str(stopped.value)
+    assert stopped.value.status == 128 + signum and "\n" not in message
+    assert f"by {name} in epoch 2 of 4 after step 2/3" in message and "rerun" in message
+    assert checkpoint_position(out) == (1, 2) and not (out / "predictions.csv").exists()
+    assert signal.getsignal(signum) is before  # the run's handler is gone
+    monkeypatch.undo()
+    run(cohort, out, profile=LONGER)
+    assert_same_run(out, uninterrupted)
+
+
+def test_a_second_signal_aborts_at_once_without_checkpoint(cohort, tmp_path, monkeypatch):
+    import signal
+
+    before = signal.getsignal(signal.SIGTERM)
+    signalling_step(monkeypatch, 2, signal.SIGTERM, signal.SIGTERM)
+    out = tmp_path / "aborted"
+    with pytest.raises(KeyboardInterrupt):
+        run(cohort, out, profile=LONGER)
+    assert not (out / "checkpoint.pt").exists() and not (out / "predictions.csv").exists()
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_train_command_exits_on_sigterm_with_one_line_and_a_checkpoint(cohort, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache, splits = cohort
+    out = tmp_path / "run"
+    # `python -m tcl train` with a smoke profile long enough to be still training when the
+    # signal arrives (the CLI only takes profile names)
+    script = (
+        "import sys; from dataclasses import replace; import tcl.config as c; "
+        "c.PROFILES['smoke'] = replace(c.PROFILES['smoke'], epochs=100000); "
+        "from tcl.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    )
+    command = [sys.executable, "-c", script, "train", "--config", "efmt", "--profile", "smoke",
+               "--draw", "0", "--cache", str(cache), "--splits", str(splits), "--out", str(out),
+               "--device", "cpu", "--threads", "1", "--quiet"]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "history.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: efmt draw0 stopped by SIGTERM") and "rerun" in last
+    assert "Traceback" not in stderr
     assert (out / "checkpoint.pt").exists() and not (out / "predictions.csv").exists()
-    assert len(pd.read_csv(out / "history.csv")) == 3
-    run(cohort, out, profile=LONGER)  # the same call again resumes from the epoch-2 checkpoint
-    pd.testing.assert_frame_equal(predictions(out), predictions(whole))
-    resumed, uninterrupted = pd.read_csv(out / "history.csv"), pd.read_csv(whole / "history.csv")
-    assert np.allclose(resumed["total"], uninterrupted["total"])
-    assert not (out / "checkpoint.pt").exists()
 
 
 def test_finished_run_is_kept_and_other_settings_are_refused(cohort, smoke_runs):
@@ -204,12 +341,13 @@ def test_retrain_replaces_a_finished_run_but_resumes_its_own_checkpoint(cohort, 
 
     whole = run(cohort, tmp_path / "whole", profile=LONGER)
     killed = tmp_path / "killed"
-    run(cohort, killed, profile=LONGER, max_epochs=3)
+    every_step = replace(LONGER, checkpoint_minutes=0.0)
+    run(cohort, killed, profile=every_step, max_epochs=3)
     capsys.readouterr()
     run(cohort, killed, profile=LONGER, retrain=True)  # its own checkpoint: resumed
     assert "resuming" in capsys.readouterr().out
     pd.testing.assert_frame_equal(predictions(killed), predictions(whole))
-    run(cohort, tmp_path / "other", profile=LONGER, max_epochs=3)
+    run(cohort, tmp_path / "other", profile=every_step, max_epochs=3)
     capsys.readouterr()
     run(cohort, tmp_path / "other", retrain=True)  # another profile's checkpoint: start over
     assert "resuming" not in capsys.readouterr().out
