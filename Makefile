@@ -33,7 +33,7 @@ SAVE_WEIGHTS ?=
 CONFIGS := efmt mfmt mmoe maml baseline1 baseline2 baseline3 baseline4 proposed
 DRAWS   := 0 1 2
 
-.PHONY: all pipeline env test lint clean-env announce
+.PHONY: all pipeline env test lint clean-env announce gpu-check gpu-wheels
 
 # ---------------------------------------------------------------- environment
 env: $(VENV)/.installed
@@ -155,3 +155,16 @@ $(NBOUT)/0%.ipynb: notebooks/0%.ipynb $(EVAL)/metrics_summary.csv $(NBOUT)/01_da
 
 # the saved network applied to raw files: also rerun when prediction or explanation changes
 $(NBOUT)/07_predict_explain.ipynb: tcl/predict.py tcl/explain.py tcl/saved.py
+
+# ---------------------------------------------------------------- GPU check (issue 10)
+# gpu-wheels: the wheels that a GPU machine without network lacks (nibabel, papermill, the
+# kernel machinery), downloaded into .whl/ (ignored) for the device tool's carry list.
+# gpu-check: tools/gpu_check.sh: stem and tcl bench figures, then make all PROFILE=paper
+# DRAWS=0 within a time budget; summary in $OUT or results/gpu-check. Options in
+# GPU_CHECK_ARGS, e.g. "--profile smoke --device cpu --jobs 2 --threads 1" to rehearse on a CPU.
+GPU_CHECK_ARGS ?=
+gpu-wheels: env
+	$(PYTHON) tools/gpu_wheels.py --dest .whl
+
+gpu-check:
+	PYTHON="$(PYTHON)" bash tools/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -1,0 +1,146 @@
+"""The device check's own logic (tools/gpu_check.py, tools/gpu_wheels.py), without a GPU: the
+AUC it reports, reading a run, which carried wheels it installs, the time budget (a phase out
+of time is skipped, a command out of time is stopped with its children), the summary."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu_check = _load("gpu_check")
+gpu_wheels = _load("gpu_wheels")
+
+
+def test_auc_counts_pairs_and_half_ties():
+    # 2 positives, 2 negatives: pairs (0.8>0.3), (0.8>0.5), (0.5=0.5 → ½), (0.5>0.3)
+    assert gpu_check.auc([0.8, 0.5, 0.5, 0.3], [1, 1, 0, 0]) == pytest.approx(3.5 / 4)
+    assert gpu_check.auc([0.1, 0.2], [1, 1]) is None
+    from sklearn.metrics import roc_auc_score
+
+    rng = random.Random(0)
+    labels = [rng.randint(0, 1) for _ in range(200)]
+    scores = [round(rng.random(), 1) for _ in range(200)]  # many ties
+    assert gpu_check.auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
+
+
+def test_run_summary_reads_seconds_and_aucs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"train_seconds": 12.5, "eval_seconds": 1.0,
+                                              "wall_seconds_this_session": 20.0}))  # fmt: skip
+    (run / "predictions.csv").write_text(
+        "patient_id,draw,p_invasion,p_high_grade,invasion,high_grade\n"
+        "a,0,0.9,0.2,1,0\nb,0,0.1,0.8,0,1\nc,0,0.4,0.7,0,1\n"
+    )
+    notebook = tmp_path / "nb.ipynb"
+    notebook.write_text(json.dumps({"metadata": {"papermill": {"duration": 33.3}}}))
+    row = gpu_check.run_summary(run, notebook)
+    assert row["finished"] and row["n_test"] == 3
+    assert row["auc_invasion"] == 1.0 and row["auc_grade"] == 1.0
+    assert row["train_seconds"] == 12.5 and row["notebook_seconds"] == 33.3
+    (run / "predictions.csv").unlink()
+    assert gpu_check.run_summary(run, None)["finished"] is False
+
+
+def test_only_missing_wheels_are_installed(tmp_path):
+    assert gpu_check.wheel_name("jupyter_client-8.10.0-py3-none-any.whl") == "jupyter-client"
+    for name in ("pytest-8.0.0-py3-none-any.whl", "no_such_dist_xyz-1.0-py3-none-any.whl"):
+        (tmp_path / name).write_bytes(b"")
+    assert [w.name for w in gpu_check.missing_wheels(tmp_path)] == [
+        "no_such_dist_xyz-1.0-py3-none-any.whl"
+    ]
+
+
+def test_wheel_list_follows_requirements_and_leaves_out_the_images_packages():
+    wanted, _ = gpu_wheels.closure(["nibabel", "papermill"], "3.12")
+    assert {"nibabel", "papermill", "nbclient", "nbformat", "jupyter-client"} <= set(wanted)
+    assert not set(wanted) & gpu_wheels.PROVIDED  # numpy, torch, ... are never carried
+    roots = gpu_wheels.runtime_roots()
+    assert "nibabel" in roots and "torch" not in roots and "numpy" not in roots
+
+
+def _check(tmp_path, *extra: str):
+    args = gpu_check.parse_args(["--out", str(tmp_path), "--profile", "smoke",
+                                 "--wheels", str(tmp_path / "none"), *extra])  # fmt: skip
+    return gpu_check.Check(args)
+
+
+def test_a_command_out_of_time_is_stopped_with_its_children(tmp_path):
+    check = _check(tmp_path)
+    marker = tmp_path / "child-alive"
+    # a child that would outlive its parent's kill if only the parent were killed
+    script = f"(sleep 3; touch {marker}) & sleep 60"
+    start = time.monotonic()
+    code, seconds = check.run(["bash", "-c", script], timeout=1)
+    assert code is None and seconds < 30 and time.monotonic() - start < 30
+    time.sleep(4)
+    assert not marker.exists()
+    assert "out of time" in (tmp_path / "log.txt").read_text()
+
+
+def test_phases_out_of_budget_are_skipped_and_summarised(tmp_path):
+    check = _check(tmp_path, "--budget-s", "20", "--phases", "env,stem,pipeline")
+    assert check.main() == 1  # skipped phases count as not done
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["phases"]["env"]["status"] == "ok"
+    assert summary["env"]["torch"] and summary["env"]["missing_imports"] == []
+    assert summary["phases"]["stem"]["status"] == "skipped: out of time"
+    assert summary["phases"]["pipeline"]["status"] == "skipped: out of time"
+    assert "| stem | skipped: out of time | 0 |" in (tmp_path / "summary.md").read_text()
+
+
+def test_unknown_phase_is_refused(tmp_path):
+    with pytest.raises(SystemExit):
+        gpu_check.parse_args(["--phases", "env,warp"])
+
+
+def test_markdown_shows_every_table():
+    bench = {"stem_impl": "s2d_depth", "train_samples_per_s": 450.0,
+             "inference_samples_per_s": 1300.0, "train_tflops_per_s": 240.0,
+             "fraction_of_peak": 0.24, "stem_share_estimate": 0.05, "peak_memory_gib": 9.1,
+             "setup_seconds": 5.0, "first_step_seconds": 3.0}  # fmt: skip
+    summary = {
+        "profile": "paper", "budget_s": 480, "started": "now", "wall_seconds": 470.0,
+        "env": {"gpu": "NVIDIA H200"},
+        "phases": {
+            "stem": {"status": "ok", "seconds": 9.0, "batch": 32, "device": "NVIDIA H200",
+                     "rows": [{"in_channels": 1, "impl": "conv", "forward_ms": 9.8,
+                               "train_ms": 22.0, "train_speedup_vs_conv": 1.0,
+                               "peak_memory_mb": 300.0, "max_abs_diff": 0.0}]},
+            "bench": {"status": "ok", "seconds": 100.0, "rows": {"proposed": bench}},
+            "pipeline": {"status": "out of time", "seconds": 300.0, "command": "make all",
+                         "wall_seconds": 300.0, "trainings_finished": 1,
+                         "trainings_expected": 9,
+                         "runs": {"proposed/draw0": {"finished": True, "auc_invasion": 0.83,
+                                                     "auc_grade": 0.75}}},
+        },
+    }  # fmt: skip
+    text = gpu_check.markdown(summary)
+    assert "| 1 | conv | 9.8 | 22 | 1 | 300 | 0 |" in text
+    assert "| proposed | s2d_depth | 450 | 1,300 | 240 | 0.24 | 0.05 |" in text
+    assert "1 of 9 trainings finished" in text
+    assert "| proposed/draw0 | True | – | – | – | 0.83 | 0.75 |" in text
+
+
+def test_script_help_runs_without_the_project_installed():
+    # only the standard library and tcl.config (numpy) at start-up
+    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--help"],
+                            capture_output=True, text=True, cwd="/")  # fmt: skip
+    assert result.returncode == 0 and "--budget-s" in result.stdout

@@ -1,0 +1,136 @@
+"""Download the wheels that ``tools/gpu_check.sh`` installs on a GPU machine without network.
+
+    python tools/gpu_wheels.py [--dest .whl] [--python-version 3.12] [--dry-run]
+
+(``make gpu-wheels`` runs it with the project's environment.) The device machines of this
+workplace have torch and the scientific stack but not everything ``make all`` needs (nibabel,
+papermill and the Jupyter kernel machinery at least), and reach no package index. So the
+wheels travel with the checkout: this script takes the project's runtime dependencies from
+pyproject.toml, minus the heavy ones such a machine has (:data:`PROVIDED`), follows their
+requirements through this environment's installed metadata, and downloads each at the version
+installed here, as a binary wheel for CPython ``--python-version`` on manylinux x86-64 (no
+dependency resolution by pip: the list is complete by construction). gpu_check.sh then installs
+only the ones the machine lacks.
+
+The folder (``.whl/``, ignored by git) is named in the device tool's ``carry`` list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata as metadata
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+ROOT = Path(__file__).resolve().parent.parent
+# On the GPU image (KINDS.md's package list) and large: never carried. jupyterlab is not needed
+# to execute notebooks.
+PROVIDED = {
+    "torch", "numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "matplotlib",
+    "pillow", "jupyterlab", "setuptools", "pip", "wheel",
+}  # fmt: skip
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
+
+
+def runtime_roots() -> list[str]:
+    """pyproject.toml's runtime dependencies that are not :data:`PROVIDED`."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [canonicalize_name(Requirement(d).name) for d in project["dependencies"]]
+    return [n for n in names if n not in PROVIDED]
+
+
+def closure(roots: list[str], python_version: str) -> tuple[dict[str, str], list[str]]:
+    """Every distribution ``roots`` need on CPython ``python_version`` (Linux), with the
+    version installed in this environment: ({name: version}, [names not installed here]).
+
+    A name needed on ``python_version`` but not on this Python (papermill needs aiohttp from
+    3.12 on) has no version here to pin: it is reported, not downloaded (the GPU image has
+    aiohttp and its dependencies, KINDS.md)."""
+    environment = {
+        "python_version": python_version,
+        "python_full_version": f"{python_version}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
+    found: dict[str, str] = {}
+    missing: set[str] = set()
+    todo = list(roots)
+    while todo:
+        name = todo.pop()
+        if name in found or name in PROVIDED or name in missing:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            missing.add(name)
+            continue
+        found[name] = dist.version
+        for line in dist.requires or ():
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                todo.append(canonicalize_name(requirement.name))
+    return dict(sorted(found.items())), sorted(missing)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dest", type=Path, default=ROOT / ".whl")
+    parser.add_argument("--python-version", default="3.12", help="the GPU image's (3.12)")
+    parser.add_argument("--dry-run", action="store_true", help="list, download nothing")
+    args = parser.parse_args(argv)
+    roots = runtime_roots()
+    wanted, missing = closure(roots, args.python_version)
+    if any(root in missing for root in roots):
+        raise SystemExit(
+            f"not installed here: {', '.join(r for r in roots if r in missing)}; run this with "
+            "the project's environment (make gpu-wheels)"
+        )
+    for name, version in wanted.items():
+        print(f"{name}=={version}")
+    if missing:
+        print(f"not carried (needed on Python {args.python_version} only, not installed here; "
+              f"the GPU image has them): {', '.join(missing)}")  # fmt: skip
+    if args.dry_run:
+        return 0
+    args.dest.mkdir(parents=True, exist_ok=True)
+    # One wheel per distribution: stale versions would install side by side and clash.
+    keep = {(name, Version(version)) for name, version in wanted.items()}
+    for old in args.dest.glob("*.whl"):
+        name, version, _, _ = parse_wheel_filename(old.name)
+        if (name, version) not in keep:
+            old.unlink()
+    command = [
+        sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+        "--python-version", args.python_version, "--implementation", "cp",
+        "--dest", str(args.dest),
+    ]  # fmt: skip
+    for platform in PLATFORMS:
+        command += ["--platform", platform]
+    command += [f"{name}=={version}" for name, version in wanted.items()]
+    subprocess.run(command, check=True)
+    wheels = sorted(args.dest.glob("*.whl"))
+    size = sum(w.stat().st_size for w in wheels)
+    print(f"{len(wheels)} wheels, {size / 2**20:.1f} MiB in {args.dest}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
