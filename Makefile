@@ -8,7 +8,11 @@
 #   PROFILE=auto|paper|quick|smoke   auto = paper when CUDA is available, else quick
 #   DATA=path/to/manifest.csv        a real cohort instead of the synthetic one
 #   PYTHON=/path/to/python           use an existing environment instead of .venv/
-#   make -j N all THREADS=k          N trainings in parallel, k CPU threads each (k·N ≤ cores)
+#   DRAWS=0 | DRAWS="0 1"            train and evaluate only these of the three draws (a quick full check)
+#   JOBS=auto|N  THREADS=auto|k      N trainings at once, k CPU threads each; auto: one thread per
+#                                    training and one training per core (up to 4) on CPU, one
+#                                    training on all cores on CUDA (tcl.config.parallel_plan)
+#   make -j N all THREADS=k          the same with make's own job slots (k·N ≤ cores)
 #   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
 #   SAVE_WEIGHTS="efmt mmoe" | all   also keep these networks (proposed is always kept)
 SHELL := /bin/bash
@@ -21,8 +25,12 @@ TORCH   ?= torch==2.13.0
 BOOTSTRAP_PYTHON ?= python3
 PROFILE ?= auto
 DATA    ?=
-# CPU threads per training; 0 = all cores. With make -j N, use cores/N.
+# CPU threads per training; 0 = all cores. `make all` chooses when not given (see JOBS).
 THREADS ?= 0
+# Trainings at once under `make all`: auto = tcl.config.parallel_plan (2 × 1 thread on 2 cores).
+JOBS    ?= auto
+# The draws trained and evaluated; splits.json always holds all three.
+DRAWS   ?= 0 1 2
 # GPU ids the trainings share out, one per training at a time (tcl.notebooks --gpus); empty =
 # every training sees all GPUs and uses the first.
 GPUS    ?=
@@ -31,9 +39,12 @@ GPUS    ?=
 SAVE_WEIGHTS ?=
 
 CONFIGS := efmt mfmt mmoe maml baseline1 baseline2 baseline3 baseline4 proposed
-DRAWS   := 0 1 2
+ALL_DRAWS := 0 1 2
+ifneq ($(or $(filter-out $(ALL_DRAWS),$(DRAWS)),$(if $(strip $(DRAWS)),,empty)),)
+$(error DRAWS must list draws among $(ALL_DRAWS) (splits.json holds three), got '$(DRAWS)')
+endif
 
-.PHONY: all pipeline env test lint clean-env announce gpu-check gpu-wheels
+.PHONY: all pipeline env test lint clean-env announce FORCE gpu-check gpu-wheels
 
 # ---------------------------------------------------------------- environment
 env: $(VENV)/.installed
@@ -52,13 +63,14 @@ $(VENV)/.installed: pyproject.toml
 	@mkdir -p $(VENV) && touch $@
 
 # ---------------------------------------------------------------- entry points
-# The profile is resolved after the environment exists (auto needs torch to look for CUDA).
+# The profile, the trainings at once and their threads are resolved after the environment exists
+# (auto needs torch to look for CUDA). A THREADS or make -j given by the user is kept.
+THREADS_GIVEN = $(if $(filter command line environment,$(origin THREADS)),$(THREADS),auto)
 all: env
-	@profile=$(PROFILE); \
-	if [ "$$profile" = auto ]; then \
-	  profile=$$($(PYTHON) -c "import torch; print('paper' if torch.cuda.is_available() else 'quick')"); \
-	fi; \
-	$(MAKE) --no-print-directory pipeline PROFILE=$$profile DATA="$(DATA)"
+	@plan=$$($(PYTHON) -m tcl.config plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS") || exit 1; \
+	read profile jobs threads jflag <<< "$$plan"; \
+	echo "tcl: $$jobs training(s) at once, $$threads CPU thread(s) each (0 = all cores)"; \
+	$(MAKE) --no-print-directory $$([ "$$jflag" = - ] || echo $$jflag) pipeline PROFILE=$$profile THREADS=$$threads DATA="$(DATA)" DRAWS="$(DRAWS)"
 
 test: env
 	$(PYTHON) -m pytest -q
@@ -113,12 +125,13 @@ RADIOMICS     := $(foreach d,$(DRAWS),$(RUNS)/radiomics/draw$(d)/predictions.csv
 REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 06_representations 07_predict_explain,$(NBOUT)/$(n).ipynb)
 endif
 
+# The README's results block shows full runs only: not smoke, not your own cohort, all draws.
 pipeline: announce $(REPORTS)
-	$(if $(or $(DATA),$(filter smoke,$(PROFILE))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE))
+	$(if $(or $(DATA),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE))
 	@echo "tcl: done — profile $(PROFILE); tables and figures in $(FIGURES)/, notebooks in $(NBOUT)/"
 
 announce:
-	@echo "tcl: profile $(PROFILE) (input $(SIZE_NAME)); cohort $(COHORT) from $(MANIFEST)$(if $(DATA),, [synthetic])"
+	@echo "tcl: profile $(PROFILE) (input $(SIZE_NAME)); cohort $(COHORT) from $(MANIFEST)$(if $(DATA),, [synthetic]); draws $(DRAWS)"
 
 ifeq ($(DATA),)
 $(MANIFEST): $(DATA_SOURCES)
@@ -147,11 +160,17 @@ $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))
 $(RADIOMICS) &: $(MANIFEST) $(SPLITS) tcl/radiomics.py
 	$(PYTHON) -m tcl radiomics --manifest $(MANIFEST) --splits $(SPLITS) --out $(RUNS)/radiomics
 
-$(EVAL)/metrics_summary.csv: $(RUN_TARGETS) $(RADIOMICS) $(EVAL_SOURCES)
-	$(PYTHON) -m tcl evaluate $(RUNS) --out $(EVAL)
+# The draws evaluated are part of the evaluation's inputs: this file changes when DRAWS does.
+$(EVAL)/draws.txt: FORCE
+	@mkdir -p $(@D); echo "$(DRAWS)" | cmp -s - $@ || echo "$(DRAWS)" > $@
 
+$(EVAL)/metrics_summary.csv: $(RUN_TARGETS) $(RADIOMICS) $(EVAL_SOURCES) $(EVAL)/draws.txt
+	$(PYTHON) -m tcl evaluate $(RUNS) --out $(EVAL) $(foreach d,$(DRAWS),--draw $(d))
+
+# 06 and 07 look at one draw's proposed network: the first of DRAWS.
+$(NBOUT)/06_representations.ipynb $(NBOUT)/07_predict_explain.ipynb: NOTEBOOK_ARGS = -p draw $(firstword $(DRAWS))
 $(NBOUT)/0%.ipynb: notebooks/0%.ipynb $(EVAL)/metrics_summary.csv $(NBOUT)/01_data.ipynb
-	$(NOTEBOOK) $< $@ $(COMMON)
+	$(NOTEBOOK) $< $@ $(COMMON) $(NOTEBOOK_ARGS)
 
 # the saved network applied to raw files: also rerun when prediction or explanation changes
 $(NBOUT)/07_predict_explain.ipynb: tcl/predict.py tcl/explain.py tcl/saved.py

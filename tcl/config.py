@@ -154,3 +154,101 @@ def check_config(name: str) -> str:
             f"unknown configuration {name!r}; valid configurations: {', '.join(CONFIGS)}"
         )
     return name
+
+
+# How `make all` runs the 27 trainings when nobody says (its JOBS and THREADS knobs, and make's
+# own -j). Measured on the 2-core development machine (quick profile, proposed): one training
+# with 2 threads took 3.5 s per epoch; two side by side with 1 thread each 6.4 s per epoch each,
+# i.e. 3.2 s per epoch of either, 9 % faster, and each training's single-threaded start-up,
+# prediction and notebook overhead overlaps the other's epochs. Two OpenMP threads also slow
+# down many times whenever anything else needs a core (tcl.train.configure_backend). Hence one
+# thread per training, one training per core, up to MAX_CPU_JOBS at once (a quick training
+# holds about 1 GB, its kernel included). On CUDA, one training at a time using every core.
+MAX_CPU_JOBS = 4
+
+
+def parallel_plan(
+    cores: int,
+    cuda: bool,
+    jobs: int | None = None,
+    threads: int | None = None,
+    make_jobs: int | None = None,
+) -> tuple[int, int]:
+    """``(trainings at once, CPU threads each; 0 = all cores)`` for ``make all``.
+
+    Args:
+        cores: CPU cores of the machine.
+        cuda: whether the trainings run on a GPU.
+        jobs: the JOBS knob if given.
+        threads: the THREADS knob if given.
+        make_jobs: N of ``make -j N all`` if given (make then shares its own job slots).
+    Raises TclError for a JOBS or THREADS below 1 (THREADS 0 means all cores).
+    """
+    if jobs is not None and jobs < 1:
+        raise TclError(f"JOBS must be 1 or more, got {jobs}")
+    if threads is not None and threads < 0:
+        raise TclError(f"THREADS must be 0 (all cores) or more, got {threads}")
+    cores = max(int(cores), 1)
+    n = jobs or make_jobs
+    if cuda:
+        return n or 1, 0 if threads is None else threads
+    if n is None:
+        n = min(cores, MAX_CPU_JOBS) if threads in (None, 0) else max(cores // threads, 1)
+    return n, max(cores // n, 1) if threads is None else threads
+
+
+def _make_jobs(makeflags: str) -> int | None:
+    """N of the ``-jN`` in make's MAKEFLAGS (the cores for a bare ``-j``), None without one."""
+    import os
+    import re
+
+    match = re.search(r"(?:^|\s)-j(\d*)(?:\s|$)", f" {makeflags} ")
+    if match is None:
+        return None
+    return int(match.group(1)) if match.group(1) else os.cpu_count() or 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tcl.config plan PROFILE JOBS THREADS MAKEFLAGS`` prints what ``make all``
+    runs with: ``PROFILE JOBS THREADS JFLAG`` (PROFILE auto resolved: paper on CUDA, else
+    quick; JOBS/THREADS ``auto`` or a number; JFLAG the -j option for the inner make, ``-`` when
+    the user's own ``make -jN`` already shares job slots)."""
+    import os
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 5 or args[0] != "plan":
+        print("usage: python -m tcl.config plan PROFILE JOBS THREADS MAKEFLAGS", file=sys.stderr)
+        return 2
+    profile, jobs, threads, makeflags = args[1:]
+
+    def number(name: str, value: str) -> int | None:
+        if value == "auto":
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise TclError(f"{name} must be auto or a whole number, got {value!r}") from None
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if profile == "auto":
+        profile = "paper" if cuda else "quick"
+    get_profile(profile)
+    make_jobs = _make_jobs(makeflags)
+    n, k = parallel_plan(
+        os.cpu_count() or 1, cuda, number("JOBS", jobs), number("THREADS", threads), make_jobs
+    )
+    print(profile, n, k, "-" if make_jobs else f"-j{n}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    try:
+        sys.exit(main())
+    except TclError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

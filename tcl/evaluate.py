@@ -95,11 +95,13 @@ def paper_values() -> pd.DataFrame:
     return values[["config", "task", "metric", "paper", "paper_table"]].reset_index(drop=True)
 
 
-def find_runs(runs_dir: Path) -> dict[tuple[str, int], Path]:
+def find_runs(runs_dir: Path, draws: tuple[int, ...] | None = None) -> dict[tuple[str, int], Path]:
     """``{(config, draw): predictions.csv}`` for every run under ``runs_dir``.
 
     Folders that are not a known configuration or not ``draw<K>`` are ignored (and listed in
     provenance.json by ``evaluate_runs``); a draw folder without predictions.csv is a missing run.
+    With ``draws``, runs of other draws are left out (``make all DRAWS=0`` evaluates draw 0 even
+    where runs of other draws exist, e.g. radiomics, which makes all three at once).
     """
     runs = {}
     for config in EVALUATED_CONFIGS:
@@ -107,7 +109,8 @@ def find_runs(runs_dir: Path) -> dict[tuple[str, int], Path]:
             match = _DRAW_DIR.match(draw_dir.name)
             predictions = draw_dir / "predictions.csv"
             if match and predictions.is_file():
-                runs[(config, int(match.group(1)))] = predictions
+                if draws is None or int(match.group(1)) in draws:
+                    runs[(config, int(match.group(1)))] = predictions
     return runs
 
 
@@ -207,19 +210,22 @@ def evaluate_runs(
 ) -> dict[str, Path]:
     """Evaluate every run under ``runs_dir`` and write the four outputs into ``out_dir``.
 
-    Returns ``{"metrics_per_draw", "metrics_summary", "delong", "provenance": path}``.
+    Only runs of ``draws`` are read; provenance.json's ``expected_draws`` says which (the
+    notebooks' tables name them). Returns ``{"metrics_per_draw", "metrics_summary", "delong",
+    "provenance": path}``.
     Raises TclError when ``runs_dir`` does not exist or holds no run at all. Nothing is written
     unless every table could be computed (each file is renamed into place only once complete).
     """
     runs_dir, out_dir = Path(runs_dir), Path(out_dir)
     if not runs_dir.is_dir():
         raise TclError(f"RUNS_DIR {runs_dir} does not exist or is not a folder")
-    runs = find_runs(runs_dir)
+    draws = tuple(sorted(set(int(d) for d in draws)))
+    runs = find_runs(runs_dir, draws)
     if not runs:
         raise TclError(
             f"no runs found in RUNS_DIR {runs_dir}: expected "
             f"{runs_dir}/<config>/draw<K>/predictions.csv with config in "
-            f"{', '.join(EVALUATED_CONFIGS)}"
+            f"{', '.join(EVALUATED_CONFIGS)} and K in {', '.join(map(str, draws))}"
         )
 
     predictions = {key: read_predictions(path, key[1]) for key, path in sorted(runs.items())}
@@ -275,6 +281,9 @@ def evaluate_runs(
         "missing_runs": missing_runs,
         "absent_configs": [c for c in EVALUATED_CONFIGS if c not in configs_seen],
         "ignored_entries": _ignored_entries(runs_dir),
+        "other_draws_left_out": sorted(
+            f"{c}/draw{d}" for c, d in find_runs(runs_dir) if d not in draws
+        ),
         "task_names_in_paper": PAPER_TASK,
         "holm_family": HOLM_FAMILY,
         "metric_notes": {
@@ -310,7 +319,7 @@ def _json_default(value: object) -> object:
 
 
 def cli(argv: list[str]) -> int:
-    """``python -m tcl evaluate RUNS_DIR [--out DIR] [--draws N] [--alpha A]``."""
+    """``python -m tcl evaluate RUNS_DIR [--out DIR] [--draws N | --draw K ...] [--alpha A]``."""
     parser = argparse.ArgumentParser(
         prog="python -m tcl evaluate",
         description="Metrics per draw, mean ± SD with the paper's values, and DeLong tests of "
@@ -323,17 +332,33 @@ def cli(argv: list[str]) -> int:
         default=None,
         help="output folder (default: the parent of RUNS_DIR, e.g. results/<profile>)",
     )
-    parser.add_argument(
-        "--draws", type=int, default=len(DEFAULT_DRAWS), help="draws expected per configuration"
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument(
+        "--draws", type=int, default=None, help="draws 0..N-1 expected per configuration (3)"
+    )
+    which.add_argument(
+        "--draw",
+        type=int,
+        action="append",
+        default=None,
+        metavar="K",
+        help="evaluate draw K only (repeat for several: --draw 0 --draw 1); other draws' runs "
+        "are left out",
     )
     parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of CIs")
     args = parser.parse_args(argv)
-    if args.draws < 1:
+    if args.draws is not None and args.draws < 1:
         raise TclError(f"--draws must be at least 1, got {args.draws}")
+    if args.draw is not None and min(args.draw) < 0:
+        raise TclError(f"--draw must be 0 or more, got {min(args.draw)}")
+    if args.draw is not None:
+        draws = tuple(args.draw)
+    else:
+        draws = tuple(range(args.draws)) if args.draws is not None else DEFAULT_DRAWS
     if not 0 < args.alpha < 1:
         raise TclError(f"--alpha must lie in (0, 1), got {args.alpha}")
     out = args.out if args.out is not None else args.runs_dir.resolve().parent
-    paths = evaluate_runs(args.runs_dir, out, draws=tuple(range(args.draws)), alpha=args.alpha)
+    paths = evaluate_runs(args.runs_dir, out, draws=draws, alpha=args.alpha)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0

@@ -201,6 +201,30 @@ def caption(title: str, profile: str, cohort: str) -> str:
     return f"{title} — profile `{profile}`, cohort: {source}; [paper value] in brackets."
 
 
+NUMBER_WORDS = {2: "two", 3: "three", 4: "four", 5: "five"}
+
+
+def draws_text(draws: list[int] | tuple[int, ...]) -> str:
+    """How a caption names the draws a table holds: ``draw 0 only``, ``the two draws 0 and 2``,
+    ``the three draws 0, 1 and 2``."""
+    draws = sorted(int(d) for d in draws)
+    if not draws:
+        raise ValueError("no draws")
+    if len(draws) == 1:
+        return f"draw {draws[0]} only"
+    listed = ", ".join(map(str, draws[:-1])) + f" and {draws[-1]}"
+    return f"the {NUMBER_WORDS.get(len(draws), str(len(draws)))} draws {listed}"
+
+
+def evaluated_draws(evaluation_dir: str | os.PathLike) -> list[int]:
+    """The draws an evaluation holds (``expected_draws`` of its provenance.json, written by
+    ``python -m tcl evaluate``; ``make all DRAWS=0`` evaluates draw 0 only)."""
+    import json
+
+    path = Path(evaluation_dir) / "provenance.json"
+    return [int(d) for d in json.loads(path.read_text())["expected_draws"]]
+
+
 README_START = "<!-- results:start (written by `make all`; do not edit by hand) -->"
 README_END = "<!-- results:end -->"
 

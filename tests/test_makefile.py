@@ -65,3 +65,80 @@ def test_the_proposed_network_is_always_kept_and_others_on_request():
     every = dry_run("PROFILE=smoke", "SAVE_WEIGHTS=all")
     assert all(saved(every, c) for c in ("efmt", "mfmt", "mmoe", "maml", "baseline1"))
     assert any("07_predict_explain.ipynb" in line for line in default)
+
+
+def trainings(lines: list[str]) -> list[str]:
+    """``config_drawK`` of every training notebook make would run."""
+    return [line.split("02_train_")[1].split(".ipynb")[0] for line in lines if "02_train_" in line]
+
+
+def test_draws_restricts_trainings_evaluation_and_the_one_draw_notebooks():
+    everything = dry_run("PROFILE=smoke")
+    assert len(trainings(everything)) == 27
+    assert any(
+        "tcl evaluate" in line and "--draw 0 --draw 1 --draw 2" in line for line in everything
+    )
+    assert any("tcl splits" in line and "--draws 3" in line for line in everything)
+
+    only0 = dry_run("PROFILE=smoke", "DRAWS=0")
+    assert sorted(trainings(only0)) == sorted(f"{c}_draw0" for c in CONFIGS)
+    evaluate = next(line for line in only0 if "tcl evaluate" in line)
+    assert evaluate.rstrip().endswith("--draw 0")
+    assert any("tcl splits" in line and "--draws 3" in line for line in only0)  # still three
+    assert any("tcl radiomics" in line for line in only0)
+    for notebook in ("06_representations", "07_predict_explain"):
+        assert "-p draw 0" in next(line for line in only0 if f"{notebook}.ipynb" in line)
+
+    later = dry_run("PROFILE=quick", "DRAWS=1 2")
+    assert {t.split("_")[-1] for t in trainings(later)} == {"draw1", "draw2"}
+    assert len(trainings(later)) == 18
+    assert (
+        next(line for line in later if "tcl evaluate" in line)
+        .rstrip()
+        .endswith("--draw 1 --draw 2")
+    )
+    assert "-p draw 1" in next(line for line in later if "06_representations.ipynb" in line)
+    # the README's results block shows all three draws of a full run, never a partial one
+    assert not any("tcl.report readme" in line for line in later)
+    assert any("tcl.report readme" in line for line in dry_run("PROFILE=quick"))
+
+
+CONFIGS = ("efmt", "mfmt", "mmoe", "maml", "baseline1", "baseline2", "baseline3", "baseline4",
+           "proposed")  # fmt: skip
+
+
+@pytest.mark.parametrize("draws", ["3", "0 5", "x", " "])
+def test_a_draw_outside_the_splits_is_refused_naming_draws(draws):
+    result = subprocess.run(
+        ["make", "-n", "pipeline", f"PYTHON={sys.executable}", "PROFILE=smoke", f"DRAWS={draws}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "DRAWS must list draws among 0 1 2" in result.stderr
+
+
+def test_all_runs_trainings_side_by_side_with_one_thread_each_on_cpu():
+    import os
+
+    import torch
+
+    from tcl.config import parallel_plan
+
+    def plan(*variables: str, flags: tuple[str, ...] = ()) -> list[str]:
+        # make -n still runs the recipe that calls $(MAKE), which then only prints
+        result = subprocess.run(
+            ["make", "-n", *flags, "all", f"PYTHON={sys.executable}", "PROFILE=smoke",
+             *variables],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        return result.stdout.splitlines()
+
+    jobs, threads = parallel_plan(os.cpu_count() or 1, torch.cuda.is_available())
+    lines = plan()
+    assert f"tcl: {jobs} training(s) at once, {threads} CPU thread(s) each" in "\n".join(lines)
+    assert f"-p threads {threads} " in training_command(lines)
+    lines = plan("THREADS=1", "DRAWS=0")  # the user's THREADS and DRAWS reach the pipeline
+    assert "-p threads 1 " in training_command(lines) and len(trainings(lines)) == 9
+    lines = plan("JOBS=1")
+    assert "tcl: 1 training(s) at once" in "\n".join(lines)
