@@ -224,8 +224,16 @@ def _bench(
 
     setup_start = time.perf_counter()
     model = build_model(config, profile, torch_device)
-    with stem_impl("conv"):  # the network's FLOPs, not a reformulation's zero taps
-        flops = count_flops(model, profile.size, torch_device, backward=True)
+    # Counted on a shape-only twin (same counts as the real model: FlopCounterMode sees the
+    # same ops), so that a GPU does not autotune every layer for a batch of one, and with the
+    # plain stem conv: the network's FLOPs, not a reformulation's zero taps.
+    from tcl.models import build
+
+    with torch.device("meta"):
+        twin = build(config, width=profile.width, dropout=profile.dropout)
+    with stem_impl("conv"):
+        flops = count_flops(twin, profile.size, torch.device("meta"), backward=True)
+    del twin
     optimizer = torch.optim.Adam(
         model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
     )

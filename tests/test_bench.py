@@ -35,6 +35,16 @@ def test_flops_are_the_plain_networks_whichever_stem():
     phases = bench("efmt", "smoke", stem="s2d_depth", **common)
     assert plain["stem_impl"] == "conv" and phases["stem_impl"] == "s2d_depth"
     assert phases["flops_per_sample"] == plain["flops_per_sample"]
+    # counted on a meta-device twin: the same as the real network's count
+    import torch
+
+    from tcl.config import get_profile
+    from tcl.train import build_model, count_flops
+
+    cpu = torch.device("cpu")
+    model = build_model("efmt", get_profile("smoke"), cpu)
+    real = count_flops(model, get_profile("smoke").size, cpu, backward=True)
+    assert plain["flops_per_sample"] == real
     assert plain["first_step_seconds"] is None and plain["first_inference_seconds"] is None
 
 

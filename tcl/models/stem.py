@@ -19,17 +19,19 @@ output is computed, chosen by ``impl``:
     As ``s2d``, and the seven depth taps become channels too (each output slice reads input
     slices ``d … d + 6`` of the padded input): ``c_in·2·2·7`` = 28 channels per input channel
     and a ``4 × 4 × 1`` kernel. 28·c_in is zero-padded up to a multiple of 8 channels, the
-    granularity of bf16 tensor-core convolutions. The extra input volume is what the backward
-    pass keeps for the weight gradient: 32/1 channels at ``(H/2 + 3)(W/2 + 3)D`` voxels, about
-    220 MB per trunk at batch 32, 128×128×24, bf16.
+    granularity of bf16 tensor-core convolutions. The rearranged input is what the backward
+    pass keeps for the weight gradient: 32 channels per input channel of 1 (88 of 3) at
+    ``(H/2 + 3)(W/2 + 3)D`` voxels, i.e. 220 MB per 1-channel stem at batch 32, 128×128×24,
+    bf16 (arithmetic, not a measurement), 607 MB per 3-channel stem (MMoE has five).
 
 Both reformulations compute the same sums of the same products as ``conv`` in another order
-(fp32 tolerance; float64 to 1e-12), and autograd carries the gradient of the rearranged weight
-back to the one 7×7×7 parameter. ``auto`` (the default) picks ``conv`` on CPU and the meta
-device, where oneDNN's direct convolution is faster than either reformulation (measured, see
-tests/test_stem.py and the README), and :data:`CUDA_IMPL` on CUDA. Which reformulation is
-fastest on a GPU, and by how much, is measured by ``tools/gpu_check.py`` (stem phase); until
-then :data:`CUDA_IMPL` is our choice, not a measurement.
+(tests/test_stem.py: within 1e-10 in float64, fp32 summation tolerance in fp32), and autograd
+carries the gradient of the rearranged weight back to the one 7×7×7 parameter. ``auto`` (the
+default) picks ``conv`` on CPU and the meta device, where oneDNN's direct convolution is
+faster than either reformulation (measured with tools/stem_bench.py, README "Measured times"),
+and :data:`CUDA_IMPL` on CUDA. Which reformulation is fastest on a GPU, and by how much, is
+measured by tools/gpu_check.py (stem and bench phases); until then :data:`CUDA_IMPL` is our
+choice, not a measurement.
 
 The process-wide default comes from the environment variable ``TCL_STEM`` (auto, conv, s2d,
 s2d_depth) or :func:`set_stem_impl`; a module's own ``impl`` attribute, if set, wins.
