@@ -815,7 +815,10 @@ def train_epochs(
     """Optimiser steps from ``state`` until ``last_epoch`` is done; history.csv after each
     epoch, one progress line per epoch with ``say`` (else a progress bar), and the checkpoint
     policy asked between steps."""
-    from tqdm.auto import tqdm
+    if say is None:
+        from tqdm.auto import tqdm
+    else:  # no bar: not even tqdm.auto's import, which warns in a kernel without ipywidgets
+        from tqdm import tqdm
 
     bar = tqdm(
         total=profile.epochs * plan.steps * plan.batch_size,

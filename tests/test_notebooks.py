@@ -106,3 +106,54 @@ def test_runner_shows_the_kernel_only_its_gpu(tmp_path, monkeypatch):
     text = "".join(o.get("text", "") for o in nbformat.read(output, 4).cells[0].outputs)
     assert "visible 2" in text
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2"  # restored
+
+
+def test_ctrl_c_on_the_runner_reaches_the_kernel_as_sigterm(tmp_path):
+    """The kernel lives in a session of its own: the runner passes a stop on, at once, so that a
+    training in it can save its checkpoint; the runner then exits with one line."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    started, stopped = tmp_path / "started", tmp_path / "stopped"
+    cell = (
+        "import signal, time\n"
+        "from pathlib import Path\n"
+        "def on_term(signum, frame):\n"
+        f"    Path({str(stopped)!r}).write_text(signal.Signals(signum).name)\n"
+        "    raise RuntimeError('checkpoint saved, stopping')\n"
+        "signal.signal(signal.SIGTERM, on_term)\n"
+        f"Path({str(started)!r}).touch()\n"
+        "time.sleep(60)"
+    )
+    source = write_notebook(tmp_path / "long.ipynb", "value = 1", cell)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "tcl.notebooks", str(source), str(tmp_path / "out.ipynb")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sent = time.monotonic()
+    runner.send_signal(signal.SIGINT)
+    _, stderr = runner.communicate(timeout=60)
+    assert stopped.read_text() == "SIGTERM"  # the kernel got it, not only the runner
+    assert time.monotonic() - sent < 2.0  # at once, not after papermill's shutdown delay
+    assert runner.returncode == 130
+    assert stderr.strip().splitlines()[-1] == f"stopped: notebook {source} stopped by SIGINT"
+    assert not (tmp_path / "out.ipynb").exists()
+
+
+def test_papermill_import_skips_the_iri_grammar():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tcl.notebooks as n; n._skip_iri_grammar(); import papermill, nbformat; "
+        "print('rfc3987_syntax.syntax_helpers' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
