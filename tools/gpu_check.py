@@ -542,6 +542,10 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{_fmt(r['peak_memory_gib'])} | {_fmt(r['setup_seconds'])} | "
                 f"{_fmt(r['first_step_seconds'])} |"
             )
+    if any(phases.get(n, {}).get("rows") for n in ("bench", "compile")):
+        lines += ["", "Peak GiB: CUDA's peak allocation of each run; on a CPU the process's peak "
+                  "resident set so far (one process runs all bench rows). Stem share: the stem "
+                  "convs timed alone, eager, over the measured step."]  # fmt: skip
     pipeline = phases.get("pipeline")
     if pipeline and "runs" in pipeline:
         lines += ["", f"## `{pipeline['command']}`", "",
