@@ -5,6 +5,8 @@ augmentation). ``paper`` is the paper's protocol (../shared/reference/paper-fact
 shrinks it so all 27 trainings fit in about 45 minutes on a 2-core CPU; ``smoke`` runs in
 seconds for tests.
 A *configuration* is one of the nine trained networks of Tables 2 and 3.
+Also how ``make all`` spreads the trainings over the machine (:func:`parallel_plan`;
+``python -m tcl.config plan`` is what the Makefile asks).
 """
 
 from __future__ import annotations
