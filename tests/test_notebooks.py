@@ -139,7 +139,12 @@ def test_ctrl_c_on_the_runner_reaches_the_kernel_as_sigterm(tmp_path):
         time.sleep(0.05)
     sent = time.monotonic()
     runner.send_signal(signal.SIGINT)
-    _, stderr = runner.communicate(timeout=60)
+    try:
+        _, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
     assert stopped.read_text() == "SIGTERM"  # the kernel got it, not only the runner
     assert time.monotonic() - sent < 2.0  # at once, not after papermill's shutdown delay
     assert runner.returncode == 130

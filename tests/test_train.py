@@ -310,7 +310,12 @@ def test_train_command_exits_on_sigterm_with_one_line_and_a_checkpoint(cohort, t
     while not (out / "history.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:  # the signal was ignored: do not leave it training
+            process.kill()
+            process.wait()
     assert process.returncode == 128 + signal.SIGTERM, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("stopped: efmt draw0 stopped by SIGTERM") and "rerun" in last
