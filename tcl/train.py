@@ -671,6 +671,7 @@ class TrainingState:
             "rng": rng_states(self.shuffle_gen, self.augment_gen),
             "history": self.history,
             "trained_seconds": self.trained_seconds,
+            "kernels": kernel_setup(self.augment_gen.device),
         }
 
     def restore(self, checkpoint: dict[str, Any], device: torch.device) -> None:
@@ -1022,6 +1023,13 @@ def train_run(
     state = start_training(config, profile, seed, torch_device, checkpoint)
     if checkpoint is not None:
         say(f"resuming {out_dir} at epoch {state.epoch + 1}/{profile.epochs}, step {state.step}")
+        before, now = checkpoint.get("kernels"), kernel_setup(torch_device)
+        if before != now:
+            say(
+                f"warning: the checkpoint was trained on {before}, this run continues on {now}: "
+                "its predictions will not be bit-identical to an uninterrupted run's (another "
+                "thread count or device sums in another order)"
+            )
         del checkpoint
     flops = {"forward": run_flops(state.model, config, profile, torch_device)}
     plan = StepPlan.of(len(data.train_ids), profile, grad_accum)
@@ -1060,6 +1068,14 @@ def train_run(
         f"predicted {len(predictions)} test patients → {out_dir}"
     )
     return out_dir
+
+
+def kernel_setup(device: torch.device) -> str:
+    """What decides the order of floating-point sums besides the code: the device type and,
+    on CPU, the thread count (the same run with 1 and 2 threads diverges within an epoch)."""
+    if device.type == "cpu":
+        return f"cpu with {torch.get_num_threads()} thread(s)"
+    return device.type
 
 
 def device_name(device: torch.device) -> str:

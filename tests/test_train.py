@@ -95,7 +95,7 @@ def run(cohort, out: Path, config: str = "proposed", profile=SMOKE, **kwargs) ->
 
     cache, splits = cohort
     # One thread: on a shared 2-core machine a second OpenMP thread mostly spins (see
-    # tcl.train.configure_backend), and results must not depend on it anyway.
+    # tcl.train.configure_backend); results are bit-reproducible for a given thread count.
     kwargs.setdefault("threads", 1)
     return train_run(config, 0, profile, cache, splits, out, device="cpu", quiet=True, **kwargs)
 
@@ -273,6 +273,15 @@ def test_signal_checkpoints_stops_and_resumes_identically(
     monkeypatch.undo()
     run(cohort, out, profile=LONGER)
     assert_same_run(out, uninterrupted)
+
+
+def test_resuming_with_another_thread_count_says_it_is_not_bit_identical(cohort, tmp_path, capsys):
+    out = tmp_path / "killed"
+    run(cohort, out, profile=replace(LONGER, checkpoint_minutes=0.0), max_epochs=1)
+    capsys.readouterr()
+    run(cohort, out, profile=LONGER, threads=2)
+    said = capsys.readouterr().out
+    assert "resuming" in said and "cpu with 1 thread(s)" in said and "not be bit-identical" in said
 
 
 def test_a_second_signal_aborts_at_once_without_checkpoint(cohort, tmp_path, monkeypatch):
