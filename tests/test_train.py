@@ -478,3 +478,17 @@ def test_prediction_halves_the_batch_when_memory_runs_out():
 
     with pytest.raises(TclError, match="single test patient"):
         predict(Hopeless(), volumes, rows, 4, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("config", ["efmt", "mmoe", "proposed"])
+def test_flops_on_the_meta_twin_equal_the_real_models(config):
+    """On CUDA run.json's FLOPs come from a shape-only twin (no batch-1 cudnn autotuning); they
+    must be the counts of the real network, as counted on CPU."""
+    import torch
+
+    from tcl.train import build_model, run_flops
+
+    model = build_model(config, SMOKE, torch.device("cpu"))
+    on_cpu = run_flops(model, config, SMOKE, torch.device("cpu"))
+    # any non-CPU device takes the meta path; nothing is allocated on it
+    assert run_flops(model, config, SMOKE, torch.device("cuda")) == on_cpu > 0
