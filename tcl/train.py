@@ -1023,8 +1023,7 @@ def train_run(
     state = start_training(config, profile, seed, torch_device, checkpoint)
     if checkpoint is not None:
         say(f"resuming {out_dir} at epoch {state.epoch + 1}/{profile.epochs}, step {state.step}")
-        before, now = checkpoint.get("kernels"), kernel_setup(torch_device)
-        if before != now:
+        if (before := checkpoint.get("kernels")) != (now := kernel_setup(torch_device)):
             say(
                 f"warning: the checkpoint was trained on {before}, this run continues on {now}: "
                 "its predictions will not be bit-identical to an uninterrupted run's (another "
