@@ -38,3 +38,29 @@ def test_kernel_runs_over_private_ipc_sockets_without_the_tcp_warning(tmp_path, 
     # this same captured stderr (checked: the test fails with jupyter_client's default transport)
     log = capfd.readouterr()
     assert "without encryption" not in log.err + log.out
+
+
+def test_the_kernel_drops_only_the_shutdown_interrupt_message(tmp_path, capfd):
+    """jupyter_client interrupts every kernel it shuts down; a kernel caught in a handler then
+    logs 'KeyboardInterrupt caught in kernel.' as an ERROR though nothing failed. That line is
+    dropped; the kernel's other log lines still reach the log."""
+    source = tmp_path / "log.ipynb"
+    cells = [
+        new_code_cell("value = 0"),
+        new_code_cell(
+            "import logging\n"
+            "log = logging.getLogger('IPKernelApp')\n"
+            "log.error('KeyboardInterrupt caught in kernel.')\n"
+            "log.error('a real kernel error')"
+        ),
+    ]
+    cells[0].metadata["tags"] = ["parameters"]
+    notebook = new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                       "language": "python"}  # fmt: skip
+    nbformat.write(notebook, source)
+    out = run_notebook(source, tmp_path / "out.ipynb", {"value": 1})
+    log = capfd.readouterr()
+    assert "a real kernel error" in log.err
+    assert "KeyboardInterrupt caught" not in log.err + log.out
+    assert [c.execution_count for c in nbformat.read(out, 4).cells] == [1, 2, 3]
