@@ -21,14 +21,13 @@ import os
 import signal
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import yaml
 
-from tcl.utils import atomic_path
+from tcl.utils import StopSignals, atomic_path
 
 KERNEL = "python3"
 # The kernel talks to papermill over local IPC sockets (in a private temporary folder per run)
@@ -164,7 +163,7 @@ def run_notebook(
     return output
 
 
-class StopForwarder:
+def forward_stop(signum: int) -> None:
     """Pass SIGINT and SIGTERM that reach this runner on to the notebook's kernel, as SIGTERM.
 
     jupyter_client starts the kernel in a session of its own, so Ctrl-C on ``make`` (SIGINT to
@@ -172,44 +171,19 @@ class StopForwarder:
     shut the kernel down with SIGTERM 2.5 s later and SIGKILL 2.5 s after that, which can cut
     a large checkpoint in half. Forwarded at once, the signal lets tcl.train finish its step,
     write its checkpoint and stop (one line; the rerun continues), and papermill reports the
-    cell as failed. A second signal gives up waiting (KeyboardInterrupt). Only in the main
-    thread, where Python runs signal handlers.
+    cell as failed. Used through tcl.utils.StopSignals: a second signal gives up waiting.
     """
+    import psutil
 
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signum is not None:
-            self._restore()
-            raise KeyboardInterrupt
-        self.signum = signum
-        import psutil
-
-        for child in psutil.Process().children():  # the kernel (papermill starts no other)
-            with contextlib.suppress(psutil.Error):
-                child.send_signal(signal.SIGTERM)
-        print(
-            f"tcl.notebooks: {signal.Signals(signum).name}: stopping the notebook's kernel (a "
-            "training saves its checkpoint first); send it again to stop at once",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def _restore(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)  # type: ignore[arg-type]
-        self._previous = {}
-
-    def __enter__(self) -> StopForwarder:
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._restore()
+    for child in psutil.Process().children():  # the kernel (papermill starts no other)
+        with contextlib.suppress(psutil.Error):
+            child.send_signal(signal.SIGTERM)
+    print(
+        f"tcl.notebooks: {signal.Signals(signum).name}: stopping the notebook's kernel (a "
+        "training saves its checkpoint first); send it again to stop at once",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parameters = {name: yaml.safe_load(value) for name, value in args.parameter}
     gpus = [gpu.strip() for gpu in args.gpus.split(",") if gpu.strip()]
-    stops = StopForwarder()
+    stops = StopSignals(forward_stop)
     try:
         with visible_gpu(gpus) as gpu, stops:
             on_gpu = f" on GPU {gpu}" if gpu is not None else ""

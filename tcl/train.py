@@ -54,7 +54,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -69,7 +68,14 @@ from torch import nn
 
 from tcl.augment import augment
 from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
-from tcl.utils import TclError, atomic_path, provenance, seed_everything, write_text_atomic
+from tcl.utils import (
+    StopSignals,
+    TclError,
+    atomic_path,
+    provenance,
+    seed_everything,
+    write_text_atomic,
+)
 
 CHECKPOINT = "checkpoint.pt"
 # model.pt: the pickled weights of runs before model.safetensors, removed with the rest
@@ -457,13 +463,16 @@ class CheckpointPolicy:
     training). Nothing else writes checkpoint.pt.
     """
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
     def __init__(self, path: Path, key: dict[str, Any], minutes: float, label: str) -> None:
         self.path, self.key, self.label = path, key, label
         self.interval_s = float(minutes) * 60.0
         self.last = clock()
-        self.signum: int | None = None
+        self.signals = StopSignals(_announce_stop)
+
+    @property
+    def signum(self) -> int | None:
+        """The signal that asked the run to stop, if one came."""
+        return self.signals.signum
 
     def due(self, training_done: bool) -> bool:
         """Whether to write a checkpoint now: a signal came, or the interval has passed and
@@ -493,35 +502,21 @@ class CheckpointPolicy:
             self.signum,
         )
 
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:  # the second signal: no more waiting
-            self._restore()
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(
-            f"received {signal.Signals(signum).name}: finishing the step, then saving a "
-            "checkpoint (send it again to stop at once, without one)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    def _restore(self) -> None:
-        for signum, handler in getattr(self, "_previous", {}).items():
-            signal.signal(signum, handler)
-        self._previous: dict[int, Any] = {}
-
     @contextlib.contextmanager
     def watching_signals(self) -> Iterator[CheckpointPolicy]:
-        """Catch SIGTERM and SIGINT meanwhile (only possible in the main thread; elsewhere,
-        e.g. a run started from a worker thread, signals keep their usual effect)."""
-        self._previous = {}
-        if threading.current_thread() is threading.main_thread():
-            for signum in self.SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        try:
+        """Catch SIGTERM and SIGINT meanwhile (tcl.utils.StopSignals: only in the main thread;
+        elsewhere, e.g. a run started from a worker thread, signals keep their usual effect)."""
+        with self.signals:
             yield self
-        finally:
-            self._restore()
+
+
+def _announce_stop(signum: int) -> None:
+    print(
+        f"received {signal.Signals(signum).name}: finishing the step, then saving a "
+        "checkpoint (send it again to stop at once, without one)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------------------- the run, in steps

@@ -6,10 +6,12 @@ import contextlib
 import os
 import platform
 import random
+import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
 
@@ -119,3 +121,42 @@ def seed_everything(seed: int) -> None:
         import torch
 
         torch.manual_seed(seed)
+
+
+class StopSignals:
+    """SIGTERM and SIGINT as a request to stop, while the context is active.
+
+    The first signal is recorded in ``signum`` and passed to ``on_first`` (say what happens,
+    pass it on); the caller stops at its next safe point. A second signal restores the previous
+    handlers and raises KeyboardInterrupt at once, for whoever really means it. Handlers can
+    only be installed in the main thread; elsewhere signals keep their usual effect. On exit
+    the previous handlers are back.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, on_first: Callable[[int], None]) -> None:
+        self.on_first = on_first
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            self._restore()
+            raise KeyboardInterrupt
+        self.signum = signum
+        self.on_first(signum)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        self._previous = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
