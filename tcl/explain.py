@@ -42,9 +42,9 @@ import torch
 from tcl.data.manifest import MODALITIES, PatientFiles, load_patient
 from tcl.data.nifti import load_volume, save_volume
 from tcl.data.preprocess import resize_trilinear
+from tcl.metrics import TASKS
 from tcl.utils import TclError, atomic_path
 
-TASKS = ("invasion", "high_grade")
 LOGITS = {"invasion": "invasion", "high_grade": "grade"}  # model output key per task
 DEFAULT_IG_STEPS = 32
 # What notebook 07 explains and scores under each profile: integrated-gradients steps, and test

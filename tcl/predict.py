@@ -37,11 +37,12 @@ from tcl.data.manifest import (
     map_patients,
     read_manifest,
 )
-from tcl.data.preprocess import preprocess_images
+from tcl.data.preprocess import crop_box, preprocess_images, square_padding
 from tcl.saved import DECISION_RULE, ModelSpec, load_model, read_spec
 from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
 
 PREDICT_COLUMNS = ("patient_id", "p_invasion", "p_high_grade", "pred_invasion", "pred_high_grade")
+# tcl.metrics.TASKS, restated: importing tcl.metrics (scipy.stats) would add 0.5 s to start-up
 LABEL_COLUMNS = ("invasion", "high_grade")
 CACHE_DTYPE = np.float16  # the training cache's precision: inputs are rounded the same way
 
@@ -83,17 +84,15 @@ def input_geometry(
     """The crop, pad and resize that :func:`preprocess_images` applies to ``loaded``."""
     import nibabel as nib
 
-    n_x, n_y, n_z = loaded.images.shape[1:]
-    x0, x1, y0, y1 = loaded.roi[:4]
-    x0, x1 = max(0, x0 - margin), min(n_x, x1 + margin)
-    y0, y1 = max(0, y0 - margin), min(n_y, y1 + margin)
-    side = max(x1 - x0, y1 - y0)
+    shape = loaded.images.shape[1:]
+    x0, x1, y0, y1 = crop_box(loaded.roi, shape, margin)
+    (pad_x, _), (pad_y, _) = square_padding(x1 - x0, y1 - y0)
     header = nib.load(t1c_path)  # the header only: the data was read by load_patient
     return InputGeometry(
         box=(x0, x1, y0, y1),
-        canonical_shape=(n_x, n_y, n_z),
-        side=side,
-        pad=((side - (x1 - x0)) // 2, (side - (y1 - y0)) // 2),
+        canonical_shape=tuple(shape),  # type: ignore[arg-type]
+        side=max(x1 - x0, y1 - y0),
+        pad=(pad_x, pad_y),
         size=tuple(size),  # type: ignore[arg-type]
         affine=np.asarray(header.affine, dtype=np.float64),
         shape=tuple(int(s) for s in header.shape[:3]),  # type: ignore[arg-type]

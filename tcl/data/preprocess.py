@@ -86,23 +86,33 @@ Roi = tuple[int, int, int, int, int, int]
 # the image operations (pure functions on arrays)
 
 
-def crop_in_plane(images: np.ndarray, roi: Roi, margin: int = 0) -> np.ndarray:
-    """Crop ``images`` [C, X, Y, Z] to the ROI's in-plane box grown by ``margin`` voxels,
-    clamped to the volume; every slice is kept. Returns a view [C, x1 - x0, y1 - y0, Z]."""
+def crop_box(roi: Roi, shape: tuple[int, ...], margin: int = 0) -> tuple[int, int, int, int]:
+    """The in-plane crop (x0, x1, y0, y1), end-exclusive: the ROI's box grown by ``margin``
+    voxels and clamped to a volume of ``shape`` [X, Y, ...]."""
     x0, x1, y0, y1 = roi[:4]
-    n_x, n_y = images.shape[1:3]
-    x0, x1 = max(0, x0 - margin), min(n_x, x1 + margin)
-    y0, y1 = max(0, y0 - margin), min(n_y, y1 + margin)
+    n_x, n_y = shape[:2]
+    return max(0, x0 - margin), min(n_x, x1 + margin), max(0, y0 - margin), min(n_y, y1 + margin)
+
+
+def crop_in_plane(images: np.ndarray, roi: Roi, margin: int = 0) -> np.ndarray:
+    """Crop ``images`` [C, X, Y, Z] to :func:`crop_box`; every slice is kept. Returns a view
+    [C, x1 - x0, y1 - y0, Z]."""
+    x0, x1, y0, y1 = crop_box(roi, images.shape[1:], margin)
     return images[:, x0:x1, y0:y1, :]
 
 
-def pad_square(images: np.ndarray) -> np.ndarray:
-    """Zero-pad ``images`` [C, X, Y, Z] in-plane to [C, S, S, Z], S = max(X, Y), centred
-    (the odd voxel of an uneven pad goes after)."""
-    n_x, n_y = images.shape[1:3]
+def square_padding(n_x: int, n_y: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Zeros (before, after) along x and y that make an n_x × n_y plane square, centred (the
+    odd voxel of an uneven pad goes after)."""
     side = max(n_x, n_y)
     pad_x, pad_y = side - n_x, side - n_y
-    widths = ((0, 0), (pad_x // 2, pad_x - pad_x // 2), (pad_y // 2, pad_y - pad_y // 2), (0, 0))
+    return (pad_x // 2, pad_x - pad_x // 2), (pad_y // 2, pad_y - pad_y // 2)
+
+
+def pad_square(images: np.ndarray) -> np.ndarray:
+    """Zero-pad ``images`` [C, X, Y, Z] in-plane to [C, S, S, Z], S = max(X, Y), by
+    :func:`square_padding`."""
+    widths = ((0, 0), *square_padding(*images.shape[1:3]), (0, 0))
     return np.pad(images, widths, mode="constant", constant_values=0)
 
 
