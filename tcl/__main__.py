@@ -7,6 +7,8 @@ Each verb lives in the module that owns its concept; this file only dispatches, 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
 
 from tcl.utils import TclError
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     func = getattr(importlib.import_module(module_name), func_name)
     try:
         status = func(rest)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below
     except TclError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -60,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         # verb writes through temporary names, so nothing half-written is left behind.
         print(f"interrupted: python -m tcl {verb} stopped (Ctrl-C)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`… | head`): stop quietly, as a command killed by
+        # SIGPIPE would. stdout goes to /dev/null so that the interpreter's final flush of
+        # the unwritten rest cannot raise again on the way out.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return int(status or 0)
 
 

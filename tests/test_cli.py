@@ -57,3 +57,17 @@ def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "interrupted: python -m tcl slow stopped (Ctrl-C)\n"
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly(tiny_cohort):
+    # `python -m tcl validate … | head -1`: the pipe's reader is gone before the output is
+    # written. The command stops with SIGPIPE's shell status and no traceback.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tcl", "validate", str(tiny_cohort), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err
