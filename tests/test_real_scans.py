@@ -249,6 +249,19 @@ def test_ids_that_look_like_missing_values_go_through_every_step(tmp_path, capsy
     assert sorted(predicted["patient_id"]) == sorted(draw["test"])
 
 
+def test_a_scanner_called_na_stays_a_name_and_an_empty_one_stays_missing(tmp_path):
+    manifest = write_tiny_cohort(tmp_path / "cohort", SPLITTABLE[:4])
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    table["scanner"] = ["NA", "None", "", "S1"]
+    table["sex"] = ["M", "", "F", "F"]
+    table.to_csv(manifest, index=False)
+    preprocess_cohort(manifest, tmp_path / "cache", size=SIZE, workers=1, progress=False)
+    index = load_cache(tmp_path / "cache").index
+    assert index["scanner"].tolist()[:2] == ["NA", "None"] and index["scanner"][3] == "S1"
+    assert pd.isna(index["scanner"][2]) and pd.isna(index["sex"][1])
+    assert index["sex"][[0, 2, 3]].tolist() == ["M", "F", "F"]
+
+
 # --- item 5: manifests from spreadsheets ----------------------------------------------------
 
 

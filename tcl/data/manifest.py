@@ -164,21 +164,30 @@ def _find_separator(path: Path) -> tuple[str | None, str]:
 
 
 def read_csv_text_ids(
-    path: str | os.PathLike, id_columns: tuple[str, ...] = ID_COLUMNS, **kwargs
+    path: str | os.PathLike,
+    id_columns: tuple[str, ...] = ID_COLUMNS,
+    text_columns: tuple[str, ...] = (),
+    **kwargs,
 ) -> pd.DataFrame:
-    """``pd.read_csv(path, **kwargs)`` with the ``id_columns`` read as text, verbatim.
+    """``pd.read_csv(path, **kwargs)`` with the ``id_columns`` and ``text_columns`` read as
+    text, verbatim.
 
     pandas turns the cells ``NA``, ``N/A``, ``null``, ``None``, ``nan`` … into missing values
-    and ``0001`` into 1; as patient identifiers they are names. The id columns are therefore
-    read a second time as plain text (a table of ids is small) and replace the parsed ones;
-    every other column is parsed as ``pd.read_csv`` would.
+    and ``0001`` into 1; as patient identifiers (or a scanner's name) they are names. These
+    columns are therefore read a second time as plain text (a table of ids is small) and
+    replace the parsed ones; every other column is parsed as ``pd.read_csv`` would. In the
+    ``text_columns`` (free text that may be absent: sex, scanner) an empty cell is missing;
+    in the ``id_columns`` it is the empty string.
     """
     table = pd.read_csv(path, **kwargs)
-    present = [c for c in id_columns if c in table.columns]
-    if present:
-        kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "usecols", "na_values")}
-        kwargs.update(usecols=present, dtype=str, keep_default_na=False)
-        text = pd.read_csv(path, **kwargs)
+    kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "usecols", "na_values")}
+    for columns, missing in ((id_columns, []), (text_columns, [""])):
+        present = [c for c in columns if c in table.columns]
+        if not present:
+            continue
+        text = pd.read_csv(
+            path, **kwargs, usecols=present, dtype=str, keep_default_na=False, na_values=missing
+        )
         for column in present:
             table[column] = text[column].to_numpy(dtype=object)
     return table

@@ -270,8 +270,9 @@ def load_cache(root: str | os.PathLike) -> Cache:
     try:
         meta = json.loads((root / "meta.json").read_text())
         volumes = np.load(root / "volumes.npy", mmap_mode="r")
-        # ids are text: a patient called NA or None must not become a missing value
-        index = read_csv_text_ids(root / "index.csv", dtype={"sex": str, "scanner": str})
+        # ids, sex and scanner are text: a patient or scanner called NA or None must not
+        # become a missing value
+        index = read_csv_text_ids(root / "index.csv", text_columns=("sex", "scanner"))
     except (OSError, ValueError) as error:
         raise TclError(
             f"cannot read the cache in {root} ({error}); rebuild it with: {_build_command(root)}"
