@@ -17,7 +17,7 @@ bubble per step; the reported samples/s therefore slightly understate the traini
 Also reported, for the GPU work of issue 10 (tools/gpu_check.py runs these on a GPU):
 
 - ``stem_impl``: how the trunks' stem convolution runs (tcl.models.stem; ``--stem`` chooses,
-  default ``auto`` = the plain conv on CPU, the ``s2d_depth`` reformulation on CUDA);
+  default ``auto`` = the plain conv on CPU, tcl.models.stem.CUDA_IMPL on CUDA);
 - ``stem_share_estimate``: the time of every stem conv alone (forward + weight gradient, on
   the micro-batch, same implementation, eager) as a share of the measured step;
 - ``setup_seconds`` (model build + FLOP count), ``first_step_seconds`` (the first warm-up
@@ -359,6 +359,7 @@ def cli(argv: list[str]) -> int:
         description="Training and inference throughput of one configuration on synthetic "
         "input of the profile's size; prints JSON (and writes it to --out).",
     )
+    from tcl.models.stem import CUDA_IMPL, STEM_IMPLS
     from tcl.train import add_common_arguments
 
     add_common_arguments(parser)
@@ -368,9 +369,9 @@ def cli(argv: list[str]) -> int:
     parser.add_argument(
         "--stem",
         default=None,
-        choices=("auto", "conv", "s2d", "s2d_depth"),
+        choices=STEM_IMPLS,
         help="how the stem conv runs (tcl.models.stem; default: TCL_STEM, else auto = plain "
-        "conv on CPU, s2d_depth on CUDA)",
+        f"conv on CPU, {CUDA_IMPL} on CUDA)",
     )
     parser.add_argument(
         "--compile-mode",

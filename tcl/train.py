@@ -68,6 +68,7 @@ from torch import nn
 
 from tcl.augment import augment
 from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
+from tcl.models.stem import get_stem_impl, resolve_impl
 from tcl.utils import (
     StopSignals,
     TclError,
@@ -891,6 +892,8 @@ def describe_run(
         "device": device_name(device),
         "threads": torch.get_num_threads(),
         "compile": compile,
+        # How the stems' convolution ran (tcl.models.stem): same network, another summation order.
+        "stem_impl": resolve_impl(get_stem_impl(), device.type),
         "grad_accum": grad_accum,
         "n_train": plan.n_train,
         "n_test": len(data.test_ids),

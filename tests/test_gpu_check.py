@@ -144,3 +144,18 @@ def test_script_help_runs_without_the_project_installed():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--help"],
                             capture_output=True, text=True, cwd="/")  # fmt: skip
     assert result.returncode == 0 and "--budget-s" in result.stdout
+
+
+def test_the_fastest_stem_is_chosen_for_later_phases():
+    rows = [
+        {"in_channels": 1, "impl": "conv", "train_ms": 22.0},
+        {"in_channels": 1, "impl": "s2d_depth", "train_ms": 6.0},
+        {"in_channels": 1, "impl": "s2d_2d", "train_ms": 5.5},
+        {"in_channels": 3, "impl": "conv", "train_ms": 1.0},  # other channel counts ignored
+    ]
+    choice = gpu_check.fastest_stem(rows, in_channels=1)
+    assert choice["impl"] == "s2d_2d" and "conv 22 ms" in choice["why"]
+    assert gpu_check.fastest_stem(rows, in_channels=2) is None
+    summary = {"profile": "paper", "budget_s": 480, "started": "now", "phases": {},
+               "stem_choice": choice}  # fmt: skip
+    assert "Later phases ran stem `s2d_2d`" in gpu_check.markdown(summary)

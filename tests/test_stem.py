@@ -1,6 +1,7 @@
 """The stem convolution's reformulations (tcl.models.stem) are the same network.
 
-- outputs and gradients (weight and input) of ``s2d`` and ``s2d_depth`` equal ``F.conv3d``'s
+- outputs and gradients (weight and input) of ``s2d``, ``s2d_depth`` and ``s2d_2d`` equal
+  ``F.conv3d``'s
   at every input size a profile uses and at odd sizes, for 1 and 3 input channels, with and
   without the zero channels added for tensor cores (float64 to 1e-10; fp32 at the profiles'
   widths to fp32 tolerance);
@@ -30,6 +31,7 @@ from tcl.losses import total_loss
 from tcl.models import build, count_parameters
 from tcl.models.stem import (
     CUDA_IMPL,
+    REFORMULATIONS,
     StemConv3d,
     get_stem_impl,
     phase_conv3d,
@@ -39,7 +41,6 @@ from tcl.models.stem import (
 )
 
 STRIDE, PADDING = (2, 2, 1), (3, 3, 3)
-REFORMULATIONS = ("s2d", "s2d_depth")
 # Every size a profile preprocesses to, and odd ones: odd H/W (the phase split needs an extra
 # zero row), H ≠ W, depth below the kernel's 7, a single voxel.
 PROFILE_SIZES = sorted({get_profile(name).size for name in PROFILES}, reverse=True)
@@ -93,7 +94,7 @@ def test_reformulations_equal_the_strided_conv_and_its_gradients(size, in_channe
         for multiple in (1, 8):  # 8: the zero channels added on CUDA
 
             def fn(x, w, impl=impl, multiple=multiple):
-                return phase_conv3d(x, w, STRIDE, PADDING, impl == "s2d_depth", multiple)
+                return phase_conv3d(x, w, STRIDE, PADDING, impl, multiple)
 
             y, gw, gx = _conv_and_grads(fn, x, w, grad_out)
             where = f"{impl}, channel multiple {multiple}"
@@ -279,7 +280,7 @@ def test_auto_runs_the_plain_conv_on_cpu_and_the_reformulation_on_cuda(monkeypat
     calls = []
 
     def spy(*args, **kwargs):
-        calls.append(args[4])  # fold_depth
+        calls.append(args[4])  # impl
         return phase_conv3d(*args, **kwargs)
 
     monkeypatch.setattr(stem_module, "phase_conv3d", spy)
@@ -292,18 +293,20 @@ def test_auto_runs_the_plain_conv_on_cpu_and_the_reformulation_on_cuda(monkeypat
         conv(x)
     with stem_impl("s2d"):
         conv(x)
-    assert calls == [True, False]
+    with stem_impl("s2d_2d"):
+        conv(x)
+    assert calls == ["s2d_depth", "s2d", "s2d_2d"]
     assert get_stem_impl() == "auto"  # the context restores the default
     conv.impl = "s2d_depth"  # a module's own choice wins over the process default
     with stem_impl("conv"):
         conv(x)
-    assert calls == [True, False, True]
+    assert calls == ["s2d_depth", "s2d", "s2d_2d", "s2d_depth"]
     set_stem_impl("s2d")
     try:
         StemConv3d(1, 4, 7, stride=STRIDE, padding=3, bias=False)(x)
     finally:
         set_stem_impl("auto")
-    assert calls == [True, False, True, False]
+    assert calls == ["s2d_depth", "s2d", "s2d_2d", "s2d_depth", "s2d"]
 
 
 def test_tcl_stem_environment_variable_sets_the_default():
@@ -345,5 +348,5 @@ def test_the_comparison_would_see_a_wrong_phase_order(monkeypatch):
     x = torch.randn(1, 1, 16, 16, 8, dtype=torch.float64, generator=generator)
     w = torch.randn(3, 1, 7, 7, 7, dtype=torch.float64, generator=generator)
     ref = F.conv3d(x, w, stride=STRIDE, padding=PADDING)
-    for fold in (False, True):
-        assert (stem_module.phase_conv3d(x, w, STRIDE, PADDING, fold) - ref).abs().max() > 1
+    for impl in REFORMULATIONS:
+        assert (stem_module.phase_conv3d(x, w, STRIDE, PADDING, impl) - ref).abs().max() > 1

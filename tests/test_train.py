@@ -142,6 +142,7 @@ def test_every_configuration_trains_two_smoke_epochs(cohort, smoke_runs, config)
     assert info["config"] == config and info["profile"]["name"] == "smoke"
     assert info["parameters"] > 0 and info["flops_per_sample"]["forward"] > 0
     assert info["provenance"]["commit"] and info["cache"]["meta_hash"]
+    assert info["stem_impl"] == "conv"  # auto on CPU: the plain convolution
     assert not (out / "checkpoint.pt").exists() and not (out / "model.safetensors").exists()
 
 

@@ -11,8 +11,12 @@ this order:
               lacks, into a private folder; records torch, CUDA, the GPU, package versions.
 ``stem``      tools/stem_bench.py: the stem conv alone, plain and reformulated (tcl.models.stem),
               1 and 3 input channels, at the profile's size and batch: ms, memory, difference.
+              With ``--stem measured`` (the default) the fastest for one input channel (the
+              trunks of proposed), forward + weight gradient, is what every later phase runs
+              (``TCL_STEM``); the summary's ``stem_choice`` says which and why.
 ``data``      the synthetic cohort, its cache and draws, built by make's own rules.
-``bench``     ``tcl bench`` of proposed (stem ``conv`` and ``s2d_depth``), EFMT and MMoE: samples/s,
+``bench``     ``tcl bench`` of proposed (the chosen stem and, for comparison, the plain conv, or
+              ``s2d_depth`` if the plain conv was chosen), EFMT and MMoE: samples/s,
               fraction of peak, stem share estimate, peak memory, set-up and first-step seconds.
 ``pipeline``  ``make all PROFILE=<profile> DRAWS=<draws>`` until done or out of time; then the
               seconds per training (papermill's duration of each training notebook, run.json's
@@ -58,8 +62,9 @@ from tcl.config import CONFIGS, get_profile  # noqa: E402  (numpy only)
 
 PHASES = ("env", "stem", "data", "bench", "pipeline", "compile")
 DEFAULT_PHASES = ("env", "stem", "data", "bench", "pipeline")
-# (label, configuration, stem implementation: None = the default, "other" = the plain conv
-# if the default was a reformulation, else s2d_depth: the same step with the other stem)
+# (label, configuration, stem implementation: None = the process default (TCL_STEM: the
+# measured choice), "other" = the plain conv if the default was a reformulation, else
+# s2d_depth: the same step with another stem)
 BENCHES = (
     ("proposed", "proposed", None),
     ("proposed_other_stem", "proposed", "other"),
@@ -316,7 +321,15 @@ class Check:
                 "peak_memory_mb": row.get("peak_memory_mb"),
                 "max_abs_diff": row["max_abs_diff"],
             })  # fmt: skip
-        return {"batch": report["batch"], "device": report["device"], "rows": table}
+        record = {"batch": report["batch"], "device": report["device"], "rows": table}
+        if self.args.stem == "measured":
+            choice = fastest_stem(table, in_channels=1)
+            if choice is not None:
+                # Every later phase (bench, make all, compile) runs this stem.
+                self.env["TCL_STEM"] = choice["impl"]
+                self.summary["stem_choice"] = choice
+                self.say(f"stem: {choice['impl']} for every later phase ({choice['why']})")
+        return record
 
     def cohort(self) -> tuple[str, str]:
         """(the cache's meta.json, splits.json) as the Makefile names them."""
@@ -439,6 +452,19 @@ class Check:
         return 1 if failed else 0
 
 
+def fastest_stem(rows: list[dict[str, Any]], in_channels: int) -> dict[str, Any] | None:
+    """The stem implementation with the shortest forward + weight gradient for
+    ``in_channels`` input channels among the measured ``rows`` (the stem phase's table), or
+    None if none was measured."""
+    timed = [r for r in rows if r["in_channels"] == in_channels and r.get("train_ms")]
+    if not timed:
+        return None
+    best = min(timed, key=lambda r: r["train_ms"])
+    times = ", ".join(f"{r['impl']} {r['train_ms']:.3g} ms" for r in timed)
+    why = f"fastest forward + weight gradient at {in_channels} input channel(s): {times}"
+    return {"impl": best["impl"], "in_channels": in_channels, "why": why}
+
+
 def bench_row(report: dict[str, Any]) -> dict[str, Any]:
     """The figures of one tcl bench report that the summary shows."""
     if "error" in report:
@@ -523,6 +549,9 @@ def markdown(summary: dict[str, Any]) -> str:
                 f"{_fmt(r['train_ms'])} | {_fmt(r['train_speedup_vs_conv'])} | "
                 f"{_fmt(r['peak_memory_mb'])} | {_fmt(r['max_abs_diff'])} |"
             )
+    if "stem_choice" in summary:
+        choice = summary["stem_choice"]
+        lines += ["", f"Later phases ran stem `{choice['impl']}`: {choice['why']}."]
     for name, title in (("bench", "tcl bench"), ("compile", "tcl bench --compile (proposed)")):
         rows = phases.get(name, {}).get("rows")
         if not rows:
@@ -580,6 +609,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=1, help="make -j")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads per process")
     parser.add_argument("--make-args", default="", help="more make arguments, e.g. GPUS=0")
+    parser.add_argument("--stem", default="measured", choices=("measured", "default"),
+                        help="measured: later phases run the stem phase's fastest stem "
+                        "(TCL_STEM); default: leave TCL_STEM as it is")  # fmt: skip
     parser.add_argument("--bench-steps", type=int, default=5)
     parser.add_argument("--bench-warmup", type=int, default=2)
     parser.add_argument("--python", default=sys.executable, help="the Python for every step")

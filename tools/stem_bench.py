@@ -1,7 +1,8 @@
 """Time the trunks' stem convolution in each implementation of tcl.models.stem.
 
     python tools/stem_bench.py [--profile paper] [--batch N] [--device auto|cpu|cuda]
-                               [--in-channels 1 3] [--impls conv s2d s2d_depth] [--out F.json]
+                               [--in-channels 1 3] [--impls conv s2d s2d_depth s2d_2d]
+                               [--out F.json]
 
 For every input-channel count (1: the per-modality trunks of proposed, MFMT, MAML; 3: EFMT's
 trunk, MMoE's experts and gates) and implementation it times, on the profile's input size and
@@ -67,7 +68,7 @@ def stem_bench(
     batch: int | None = None,
     device: str = "auto",
     in_channels: tuple[int, ...] = (1, 3),
-    impls: tuple[str, ...] = ("conv", "s2d", "s2d_depth"),
+    impls: tuple[str, ...] = STEM_IMPLS[1:],
     repeats: int = 10,
     warmup: int = 3,
     threads: int | None = None,
@@ -124,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="default: the profile's batch")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--in-channels", type=int, nargs="+", default=[1, 3])
-    parser.add_argument(
-        "--impls", nargs="+", default=["conv", "s2d", "s2d_depth"], choices=STEM_IMPLS[1:]
-    )
+    parser.add_argument("--impls", nargs="+", default=list(STEM_IMPLS[1:]), choices=STEM_IMPLS[1:])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)

@@ -23,8 +23,13 @@ output is computed, chosen by ``impl``:
     pass keeps for the weight gradient: 32 channels per input channel of 1 (88 of 3) at
     ``(H/2 + 3)(W/2 + 3)D`` voxels, i.e. 220 MB per 1-channel stem at batch 32, 128×128×24,
     bf16 (arithmetic, not a measurement), 607 MB per 3-channel stem (MMoE has five).
+``s2d_2d``
+    As ``s2d_depth``, laid out as one 2D image per output depth slice: a ``Conv2d`` over
+    ``[B·D, 32, H/2 + 3, W/2 + 3]`` with the ``4 × 4`` kernel, the most common shape there is
+    for cuDNN's tensor-core kernels, then one copy of the output back to ``[B, O, H/2, W/2, D]``
+    in channels_last_3d memory (what the BatchNorm after it reads).
 
-Both reformulations compute the same sums of the same products as ``conv`` in another order
+The reformulations compute the same sums of the same products as ``conv`` in another order
 (tests/test_stem.py: within 1e-10 in float64, fp32 summation tolerance in fp32), and autograd
 carries the gradient of the rearranged weight back to the one 7×7×7 parameter. ``auto`` (the
 default) picks ``conv`` on CPU and the meta device, where oneDNN's direct convolution is
@@ -34,7 +39,7 @@ measured by tools/gpu_check.py (stem and bench phases); until then :data:`CUDA_I
 choice, not a measurement.
 
 The process-wide default comes from the environment variable ``TCL_STEM`` (auto, conv, s2d,
-s2d_depth) or :func:`set_stem_impl`; a module's own ``impl`` attribute, if set, wins.
+s2d_depth, s2d_2d) or :func:`set_stem_impl`; a module's own ``impl`` attribute, if set, wins.
 """
 
 from __future__ import annotations
@@ -48,7 +53,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-STEM_IMPLS = ("auto", "conv", "s2d", "s2d_depth")
+STEM_IMPLS = ("auto", "conv", "s2d", "s2d_depth", "s2d_2d")
+# The reformulations: every one folds the in-plane stride phases into channels.
+REFORMULATIONS = STEM_IMPLS[2:]
 # The reformulation ``auto`` uses on CUDA: the one that gives cuDNN a multiple of 8 input
 # channels and a kernel no deeper than 1 (a 2D-like implicit GEMM). Not yet timed on a GPU.
 CUDA_IMPL = "s2d_depth"
@@ -140,6 +147,7 @@ def phase_input(
     padding: tuple[int, int, int],
     fold_depth: bool,
     channel_multiple: int = 1,
+    slices: bool = False,
 ) -> torch.Tensor:
     """The input rearranged for :func:`phase_weight`'s kernel (padding included).
 
@@ -147,13 +155,17 @@ def phase_input(
         x: [B, C, H, W, D].
         kernel, stride_hw, padding: the strided convolution's (kh, kw, kd), (s_h, s_w) and
             (p_h, p_w, p_d); depth stride 1.
+        slices: (with ``fold_depth``) one 2D image per output depth slice, see Returns.
     Returns:
         [B, C', Hq, Wq, D'] in channels_last_3d memory (what cuDNN's tensor-core kernels
         read), with ``Hq = Ho + Jh - 1`` for the strided conv's output height Ho (likewise W),
         ``D' = Do`` if ``fold_depth`` else ``D + 2·p_d``, and C' as in :func:`phase_weight`.
         Entry [b, (c, r_h, r_w[, t]), q, u, d] is the zero-padded input at
-        (c, s_h·q + r_h, s_w·u + r_w, d [+ t]).
+        (c, s_h·q + r_h, s_w·u + r_w, d [+ t]). With ``slices``: [B·Do, C', Hq, Wq] in
+        channels_last memory, entry [b·Do + d, …, q, u] as above.
     """
+    if slices and not fold_depth:
+        raise ValueError("phase_input: slices needs fold_depth (a 1-deep kernel)")
     batch, channels, height, width, depth = x.shape
     (kh, kw, kd), (sh, sw), (ph, pw, pd) = kernel, stride_hw, padding
     out_h = (height + 2 * ph - kh) // sh + 1
@@ -165,8 +177,11 @@ def phase_input(
     xp = xp.view(batch, channels, hq, sh, wq, sw, depth + 2 * pd)
     if fold_depth:
         # [B, C, q, r_h, u, r_w, d, t] (a strided view) → [B, q, u, d, c, r_h, r_w, t]
+        # (slices: [B, d, q, u, c, r_h, r_w, t], depth slices next to the batch)
         taps = xp.unfold(6, kd, 1)
-        rows = taps.permute(0, 2, 4, 6, 1, 3, 5, 7)
+        rows = (
+            taps.permute(0, 6, 2, 4, 1, 3, 5, 7) if slices else taps.permute(0, 2, 4, 6, 1, 3, 5, 7)
+        )
     else:
         rows = xp.permute(0, 2, 4, 6, 1, 3, 5)
     spatial = rows.shape[:4]
@@ -175,6 +190,8 @@ def phase_input(
     # One copy into channels-last memory, the zero channels included.
     out = x.new_zeros(*spatial, c_all)
     out[..., :c_used] = rows.reshape(*spatial, c_used)
+    if slices:
+        return out.flatten(0, 1).permute(0, 3, 1, 2)
     return out.permute(0, 4, 1, 2, 3)
 
 
@@ -195,16 +212,19 @@ def phase_conv3d(
     weight: torch.Tensor,
     stride: tuple[int, int, int],
     padding: tuple[int, int, int],
-    fold_depth: bool,
+    impl: str,
     channel_multiple: int = 1,
 ) -> torch.Tensor:
     """``F.conv3d(x, weight, stride=stride, padding=padding)`` computed as a stride-1 conv.
 
     Args:
         x: [B, C, H, W, D]; weight: [O, C, kh, kw, kd]; stride: (s_h, s_w, 1).
+        impl: one of :data:`REFORMULATIONS` (module docstring).
     Returns:
         [B, O, Ho, Wo, Do], the strided convolution's output (channels_last_3d memory).
     """
+    if impl not in REFORMULATIONS:
+        raise ValueError(f"phase_conv3d: impl must be one of {REFORMULATIONS}, got {impl!r}")
     if stride[2] != 1:
         raise ValueError(f"phase_conv3d needs depth stride 1, got stride {stride}")
     cast = _cuda_autocast_dtype() if x.is_cuda else None
@@ -213,10 +233,17 @@ def phase_conv3d(
         # rearrangement moves and the backward pass keeps. Same values either way.
         x = x.to(cast)
     kernel = tuple(weight.shape[2:])
-    phased = phase_input(x, kernel, stride[:2], padding, fold_depth, channel_multiple)
+    fold_depth, slices = impl != "s2d", impl == "s2d_2d"
+    phased = phase_input(x, kernel, stride[:2], padding, fold_depth, channel_multiple, slices)
     w = phase_weight(weight, stride[:2], fold_depth, channel_multiple)
-    w = w.contiguous(memory_format=torch.channels_last_3d)
-    return F.conv3d(phased, w)  # stride 1, no padding: both are in ``phased`` already
+    if not slices:
+        w = w.contiguous(memory_format=torch.channels_last_3d)
+        return F.conv3d(phased, w)  # stride 1, no padding: both are in ``phased`` already
+    # [B·Do, C', Hq, Wq] * [O, C', Jh, Jw] → [B·Do, O, Ho, Wo] → [B, O, Ho, Wo, Do]
+    w = w.squeeze(4).contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(phased, w)
+    y = y.unflatten(0, (x.shape[0], -1)).permute(0, 2, 3, 4, 1)
+    return y.contiguous(memory_format=torch.channels_last_3d)
 
 
 class StemConv3d(nn.Conv3d):
@@ -251,6 +278,4 @@ class StemConv3d(nn.Conv3d):
         if impl == "conv":
             return super().forward(x)
         multiple = CHANNEL_MULTIPLE if x.is_cuda else 1  # zero channels only help tensor cores
-        return phase_conv3d(
-            x, self.weight, self.stride, self.padding, impl == "s2d_depth", multiple
-        )
+        return phase_conv3d(x, self.weight, self.stride, self.padding, impl, multiple)
