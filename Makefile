@@ -10,8 +10,9 @@
 #   PYTHON=/path/to/python           use an existing environment instead of .venv/
 #   DRAWS=0 | DRAWS="0 1"            train and evaluate only these of the three draws (a quick full check)
 #   JOBS=auto|N  THREADS=auto|k      N trainings at once, k CPU threads each; auto: one thread per
-#                                    training and one training per core (up to 4) on CPU, one
-#                                    training on all cores on CUDA (tcl.config.parallel_plan)
+#                                    training and one training per core (up to 4) on CPU; on CUDA
+#                                    two side by side (half the cores each) on a card of 32 GiB or
+#                                    more, else one on all cores (tcl.config.parallel_plan)
 #   make -j N all THREADS=k          the same with make's own job slots (k·N ≤ cores)
 #   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
 #   SAVE_WEIGHTS="efmt mmoe" | all   also keep these networks (proposed is always kept)

@@ -165,8 +165,19 @@ def check_config(name: str) -> str:
 # prediction and notebook overhead overlaps the other's epochs. Two OpenMP threads also slow
 # down many times whenever anything else needs a core (tcl.train.configure_backend). Hence one
 # thread per training, one training per core, up to MAX_CPU_JOBS at once (a quick training
-# holds about 1 GB, its kernel included). On CUDA, one training at a time using every core.
+# holds about 1 GB, its kernel included).
+#
+# On one GPU, two trainings side by side when the card holds two: measured on an H200
+# (../shared/reference/gpu/measurements.md) three `tcl bench` processes at once reach 231
+# samples/s in sum against 255 for one alone, so sharing the card costs about a tenth of the
+# kernel rate, while each run's start-up, cache load, prediction and notebook (seconds of CPU
+# work during which one training alone leaves the GPU idle) overlap the other's epochs. Each
+# training gets half the cores. GPU_JOB_GIB is the peak memory a paper training may take (the
+# issue's budget for proposed's step; MMoE's measured 13.3 GB is below it), so a 24 GB card
+# runs one at a time. Whether two beat one on a given card is for `make gpu-check` to measure.
 MAX_CPU_JOBS = 4
+GPU_JOBS = 2
+GPU_JOB_GIB = 16.0
 
 
 def parallel_plan(
@@ -175,6 +186,7 @@ def parallel_plan(
     jobs: int | None = None,
     threads: int | None = None,
     make_jobs: int | None = None,
+    gpu_memory_gib: float | None = None,
 ) -> tuple[int, int]:
     """``(trainings at once, CPU threads each; 0 = all cores)`` for ``make all``.
 
@@ -184,6 +196,7 @@ def parallel_plan(
         jobs: the JOBS knob if given.
         threads: the THREADS knob if given.
         make_jobs: N of ``make -j N all`` if given (make then shares its own job slots).
+        gpu_memory_gib: memory of the (first) GPU; None if unknown (one training at a time).
     Raises TclError for a JOBS or THREADS below 1 (THREADS 0 means all cores).
     """
     if jobs is not None and jobs < 1:
@@ -193,7 +206,12 @@ def parallel_plan(
     cores = max(int(cores), 1)
     n = jobs or make_jobs
     if cuda:
-        return n or 1, 0 if threads is None else threads
+        if n is None:
+            fits = gpu_memory_gib is not None and gpu_memory_gib >= GPU_JOBS * GPU_JOB_GIB
+            n = GPU_JOBS if fits else 1
+        if threads is None:
+            threads = 0 if n == 1 else max(cores // n, 1)
+        return n, threads
     if n is None:
         n = min(cores, MAX_CPU_JOBS) if threads in (None, 0) else max(cores // threads, 1)
     return n, max(cores // n, 1) if threads is None else threads
@@ -235,12 +253,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     cuda = torch.cuda.is_available()
+    gpu_memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None
     if profile == "auto":
         profile = "paper" if cuda else "quick"
     get_profile(profile)
     make_jobs = _make_jobs(makeflags)
     n, k = parallel_plan(
-        os.cpu_count() or 1, cuda, number("JOBS", jobs), number("THREADS", threads), make_jobs
+        os.cpu_count() or 1,
+        cuda,
+        number("JOBS", jobs),
+        number("THREADS", threads),
+        make_jobs,
+        gpu_memory_gib,
     )
     print(profile, n, k, "-" if make_jobs else f"-j{n}")
     return 0

@@ -126,9 +126,10 @@ def test_all_runs_trainings_side_by_side_with_one_thread_each_on_cpu():
     from tcl.config import parallel_plan
 
     def plan(*variables: str, flags: tuple[str, ...] = ()) -> list[str]:
-        # make -n still runs the recipe that calls $(MAKE), which then only prints
+        # make -n still runs the recipe that calls $(MAKE), which then only prints; -B: as
+        # from scratch, whatever results/ already holds
         result = subprocess.run(
-            ["make", "-n", *flags, "all", f"PYTHON={sys.executable}", "PROFILE=smoke",
+            ["make", "-n", "-B", *flags, "all", f"PYTHON={sys.executable}", "PROFILE=smoke",
              *variables],
             cwd=ROOT, capture_output=True, text=True, check=True,
         )  # fmt: skip
