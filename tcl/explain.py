@@ -284,6 +284,8 @@ def write_explanation(
         save_volume(
             folder / f"{task}.nii.gz", to_stored(canonical, geometry.affine), geometry.affine
         )
+    # Read again rather than kept since preparation: the full-resolution images of every
+    # patient held for the whole run would take about 25 MB a patient (4 × 256×256×24 fp32).
     problems, loaded = load_patient(files)
     if loaded is None:  # it was read a moment ago; a file changed since
         raise TclError("; ".join(problems) or f"patient {files.patient_id}: cannot be re-read")

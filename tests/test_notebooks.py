@@ -137,7 +137,7 @@ def test_ctrl_c_on_the_runner_reaches_the_kernel_as_sigterm(tmp_path):
     deadline = time.monotonic() + 60
     while not started.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    sent = time.monotonic()
+    sent = time.time()  # wall clock, to compare with the kernel's file time
     runner.send_signal(signal.SIGINT)
     try:
         _, stderr = runner.communicate(timeout=60)
@@ -146,7 +146,9 @@ def test_ctrl_c_on_the_runner_reaches_the_kernel_as_sigterm(tmp_path):
             runner.kill()
             runner.wait()
     assert stopped.read_text() == "SIGTERM"  # the kernel got it, not only the runner
-    assert time.monotonic() - sent < 2.0  # at once, not after papermill's shutdown delay
+    # at once, not after papermill's shutdown delay: timed by the kernel's own write, so that
+    # the runner's exit on a busy machine does not count
+    assert stopped.stat().st_mtime - sent < 2.0
     assert runner.returncode == 130
     assert stderr.strip().splitlines()[-1] == f"stopped: notebook {source} stopped by SIGINT"
     assert not (tmp_path / "out.ipynb").exists()
