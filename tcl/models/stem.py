@@ -33,10 +33,10 @@ The reformulations compute the same sums of the same products as ``conv`` in ano
 (tests/test_stem.py: within 1e-10 in float64, fp32 summation tolerance in fp32), and autograd
 carries the gradient of the rearranged weight back to the one 7×7×7 parameter. ``auto`` (the
 default) picks ``conv`` on CPU and the meta device, where oneDNN's direct convolution is
-faster than either reformulation (measured with tools/stem_bench.py, README "Measured times"),
-and :data:`CUDA_IMPL` on CUDA. Which reformulation is fastest on a GPU, and by how much, is
-measured by tools/gpu_check.py (stem and bench phases); until then :data:`CUDA_IMPL` is our
-choice, not a measurement.
+faster than any reformulation (measured with tools/stem_bench.py, README "Measured times"),
+and :data:`CUDA_IMPL` on CUDA. Which formulation is fastest on a GPU, and by how much, is
+measured by tools/gpu_check.py (its stem phase times all four and the later phases run the
+fastest); until a GPU session has run it, :data:`CUDA_IMPL` is our choice, not a measurement.
 
 The process-wide default comes from the environment variable ``TCL_STEM`` (auto, conv, s2d,
 s2d_depth, s2d_2d) or :func:`set_stem_impl`; a module's own ``impl`` attribute, if set, wins.
