@@ -1,14 +1,19 @@
 """The device check's own logic (tools/gpu_check.py, tools/gpu_wheels.py), without a GPU: the
-AUC it reports, reading a run, which carried wheels it installs, the time budget (a phase out
-of time is skipped, a command out of time is stopped with its children), the summary."""
+AUC it reports, reading a run, which carried wheels it installs, the carried make for a machine
+without one, the time budget (a phase out of time is skipped, a command out of time is stopped
+with its children), the summary."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -159,3 +164,51 @@ def test_the_fastest_stem_is_chosen_for_later_phases():
     summary = {"profile": "paper", "budget_s": 480, "started": "now", "phases": {},
                "stem_choice": choice}  # fmt: skip
     assert "Later phases ran stem `s2d_2d`" in gpu_check.markdown(summary)
+
+
+def _fake_make_deb(path: Path) -> None:
+    """A Debian package laid out as make's (ar: debian-binary, control.tar.xz, data.tar.xz
+    holding ./usr/bin/make), whose make is a script that says who it is."""
+
+    def tar(files: dict[str, bytes]) -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:xz") as archive:
+            for name, data in files.items():
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o755
+                archive.addfile(info, io.BytesIO(data))
+        return buffer.getvalue()
+
+    members = [
+        ("debian-binary", b"2.0\n"),
+        ("control.tar.xz", tar({"./control": b"Package: make\n"})),
+        ("data.tar.xz", tar({"./usr/share/doc/make/README": b"odd length!",
+                             "./usr/bin/make": b"#!/bin/sh\necho carried make $@\n"})),
+    ]  # fmt: skip
+    blob = b"!<arch>\n"
+    for name, data in members:
+        header = f"{name + '/':<16}{0:<12}{0:<6}{0:<6}{'100644':<8}{len(data):<10}`\n"
+        blob += header.encode() + data + (b"\n" if len(data) % 2 else b"")
+    path.write_bytes(blob)
+
+
+def test_a_machine_without_make_gets_the_carried_one(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    _fake_make_deb(wheels / "make_4.3-4.1_amd64.deb")
+    args = gpu_check.parse_args(["--out", str(tmp_path / "out"), "--wheels", str(wheels),
+                                 "--site", str(tmp_path / "site")])  # fmt: skip
+    check = gpu_check.Check(args)
+    check.env["PATH"] = str(tmp_path / "empty")  # a machine with no make on its PATH
+    found = check.ensure_make()
+    assert found == str(tmp_path / "site" / "bin" / "make")
+    assert check.env["PATH"].split(os.pathsep)[0] == str(tmp_path / "site" / "bin")
+    out = subprocess.run(["make", "-v"], env=check.env, capture_output=True, text=True)
+    assert out.stdout.strip() == "carried make -v"
+    # a machine with its own make keeps it, and nothing is unpacked
+    check = gpu_check.Check(gpu_check.parse_args(
+        ["--out", str(tmp_path / "out2"), "--wheels", str(wheels), "--site", str(tmp_path / "s2")]
+    ))  # fmt: skip
+    assert check.ensure_make() == shutil.which("make") and not (tmp_path / "s2").exists()
+    with pytest.raises(ValueError, match="not a Debian package"):
+        gpu_check.unpack_make(wheels.parent / "out" / "log.txt", tmp_path / "x")

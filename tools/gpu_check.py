@@ -8,7 +8,8 @@ On a GPU machine, from a fresh checkout, within ``--budget-s`` seconds of wall t
 this order:
 
 ``env``       installs the carried wheels (``.whl/``, ``make gpu-wheels``) that this Python
-              lacks, into a private folder; records torch, CUDA, the GPU, package versions.
+              lacks, into a private folder, and unpacks the carried GNU make if the machine has
+              none; records torch, CUDA, the GPU, package versions, make.
 ``stem``      tools/stem_bench.py: the stem conv alone, plain and reformulated (tcl.models.stem),
               1 and 3 input channels, at the profile's size and batch: ms, memory, difference.
               With ``--stem measured`` (the default) the fastest for one input channel (the
@@ -44,12 +45,15 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -116,6 +120,36 @@ def install_wheels(python: str, folder: Path, site: Path, log: Any) -> dict[str,
                    *map(str, wheels)]  # fmt: skip
         subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     return {"installed": [w.name for w in wheels], "site": str(site)}
+
+
+def unpack_make(deb: Path, dest: Path) -> Path:
+    """Extract ``usr/bin/make`` from the Debian package ``deb`` into ``dest``; return its path.
+
+    A .deb is an ``ar`` archive whose ``data.tar.*`` member holds the files; read with the
+    standard library, so that neither dpkg nor ar is needed on the machine.
+    """
+    blob = deb.read_bytes()
+    if not blob.startswith(b"!<arch>\n"):
+        raise ValueError(f"{deb} is not a Debian package (no ar header)")
+    offset = 8
+    while offset + 60 <= len(blob):
+        header = blob[offset : offset + 60]
+        name = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode().strip())
+        body = blob[offset + 60 : offset + 60 + size]
+        offset += 60 + size + (size % 2)  # members are 2-byte aligned
+        if not name.startswith("data.tar"):
+            continue
+        with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+            member = next(m for m in archive.getmembers() if m.name.endswith("usr/bin/make"))
+            data = archive.extractfile(member)
+            assert data is not None
+            dest.mkdir(parents=True, exist_ok=True)
+            target = dest / "make"
+            target.write_bytes(data.read())
+            target.chmod(0o755)
+            return target
+    raise ValueError(f"{deb} holds no data.tar member")
 
 
 # ------------------------------------------------------------------------ small helpers
@@ -257,6 +291,7 @@ class Check:
             record["wheels"] = install_wheels(self.args.python, self.args.wheels, site, self.log)
             if record["wheels"]["installed"]:
                 self.env["PYTHONPATH"] = f"{site}:{self.env['PYTHONPATH']}"
+        record["make"] = self.ensure_make()
         probe = (
             "import json, platform, sys, importlib\n"
             "import torch\n"
@@ -293,9 +328,27 @@ class Check:
         self.summary["env"] = record
         if "torch" not in record:
             return {"status": "failed: torch does not import (log.txt)"}
+        if record["make"] is None:
+            return {"status": "incomplete: no make on this machine and none carried "
+                    "(make gpu-wheels)"}  # fmt: skip
         if record["missing_imports"]:
             return {"status": "incomplete: " + "; ".join(record["missing_imports"])}
         return {"status": "ok"}
+
+    def ensure_make(self) -> str | None:
+        """Path of the ``make`` the data and pipeline phases run: the machine's own, else the
+        carried Debian package unpacked (``make gpu-wheels``), put first on PATH; None if
+        neither."""
+        found = shutil.which("make", path=self.env.get("PATH"))
+        if found or not self.args.wheels:
+            return found
+        debs = sorted(Path(self.args.wheels).glob("make_*.deb"))
+        if not debs:
+            return None
+        binary = unpack_make(debs[-1], Path(self.args.site) / "bin")
+        self.env["PATH"] = f"{binary.parent}:{self.env.get('PATH', '')}"
+        self.say(f"no make on this machine: using {binary} from {debs[-1].name}")
+        return str(binary)
 
     def stem_phase(self) -> dict[str, Any]:
         path = self.out / "stem.json"

@@ -12,6 +12,10 @@ installed here, as a binary wheel for CPython ``--python-version`` on manylinux 
 dependency resolution by pip: the list is complete by construction). gpu_check.sh then installs
 only the ones the machine lacks.
 
+It also downloads GNU make's Debian package (``apt-get download make``, 0.4 MB) beside them:
+the GPU image's package list does not say whether it has ``make``, and gpu_check.py unpacks
+this one only where it has not.
+
 The folder (``.whl/``, ignored by git) is named in the device tool's ``carry`` list.
 """
 
@@ -129,7 +133,25 @@ def main(argv: list[str] | None = None) -> int:
     wheels = sorted(args.dest.glob("*.whl"))
     size = sum(w.stat().st_size for w in wheels)
     print(f"{len(wheels)} wheels, {size / 2**20:.1f} MiB in {args.dest}")
+    download_make(args.dest)
     return 0
+
+
+def download_make(dest: Path) -> None:
+    """GNU make's Debian package into ``dest`` (a warning, not a failure, where apt-get
+    cannot fetch it: most GPU images have make)."""
+    for old in dest.glob("make_*.deb"):
+        old.unlink()
+    try:
+        subprocess.run(["apt-get", "download", "make"], cwd=dest, check=True,
+                       capture_output=True, text=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError) as error:
+        detail = getattr(error, "stderr", None) or error
+        print(f"warning: could not download make's Debian package ({detail}); gpu_check "
+              "needs make on the GPU machine")  # fmt: skip
+        return
+    for deb in dest.glob("make_*.deb"):
+        print(f"{deb.name}, {deb.stat().st_size / 2**20:.1f} MiB in {dest}")
 
 
 if __name__ == "__main__":
