@@ -17,7 +17,7 @@ this order:
               (``TCL_STEM``); the summary's ``stem_choice`` says which and why.
 ``data``      the synthetic cohort, its cache and draws, built by make's own rules.
 ``bench``     ``tcl bench`` of proposed (the chosen stem and, for comparison, the plain conv, or
-              ``s2d_depth`` if the plain conv was chosen), EFMT and MMoE: samples/s,
+              CUDA_IMPL if the plain conv was chosen), EFMT and MMoE: samples/s,
               fraction of peak, stem share estimate, peak memory, set-up and first-step seconds.
 ``pipeline``  ``make all PROFILE=<profile> DRAWS=<draws>`` until done or out of time; then the
               seconds per training (papermill's duration of each training notebook, run.json's
@@ -68,7 +68,7 @@ PHASES = ("env", "stem", "data", "bench", "pipeline", "compile")
 DEFAULT_PHASES = ("env", "stem", "data", "bench", "pipeline")
 # (label, configuration, stem implementation: None = the process default (TCL_STEM: the
 # measured choice), "other" = the plain conv if the default was a reformulation, else
-# s2d_depth: the same step with another stem)
+# tcl.models.stem.CUDA_IMPL: the same step with another stem)
 BENCHES = (
     ("proposed", "proposed", None),
     ("proposed_other_stem", "proposed", "other"),
@@ -539,6 +539,7 @@ def bench_worker(spec_file: Path) -> int:
     import torch
 
     from tcl.bench import bench
+    from tcl.models.stem import CUDA_IMPL
 
     spec = json.loads(spec_file.read_text())
     out = Path(spec["out"])
@@ -547,7 +548,7 @@ def bench_worker(spec_file: Path) -> int:
         start = time.monotonic()
         if item["stem"] == "other":
             first = reports.get("proposed", {}).get("stem_impl", "conv")
-            item["stem"] = "s2d_depth" if first == "conv" else "conv"
+            item["stem"] = CUDA_IMPL if first == "conv" else "conv"
         try:
             report = bench(
                 item["config"], item["profile"], steps=item["steps"], warmup=item["warmup"],

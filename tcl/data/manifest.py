@@ -180,11 +180,11 @@ def read_csv_text_ids(
     in the ``id_columns`` it is the empty string.
     """
     table = pd.read_csv(path, **kwargs)
-    kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "usecols", "na_values")}
-    for columns, missing in ((id_columns, []), (text_columns, [""])):
-        present = [c for c in columns if c in table.columns]
-        if not present:
-            continue
+    present = [c for c in (*id_columns, *text_columns) if c in table.columns]
+    if present:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("dtype", "usecols", "na_values")}
+        # one more read for all of them: only an empty text column cell is missing
+        missing = {c: [""] for c in text_columns if c in present}
         text = pd.read_csv(
             path, **kwargs, usecols=present, dtype=str, keep_default_na=False, na_values=missing
         )
