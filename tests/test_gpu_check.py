@@ -210,5 +210,7 @@ def test_a_machine_without_make_gets_the_carried_one(tmp_path):
         ["--out", str(tmp_path / "out2"), "--wheels", str(wheels), "--site", str(tmp_path / "s2")]
     ))  # fmt: skip
     assert check.ensure_make() == shutil.which("make") and not (tmp_path / "s2").exists()
+    not_a_deb = tmp_path / "make_0_amd64.deb"
+    not_a_deb.write_text("a text file, not an ar archive\n")
     with pytest.raises(ValueError, match="not a Debian package"):
-        gpu_check.unpack_make(wheels.parent / "out" / "log.txt", tmp_path / "x")
+        gpu_check.unpack_make(not_a_deb, tmp_path / "x")
