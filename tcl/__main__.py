@@ -24,6 +24,10 @@ VERBS: dict[str, tuple[str, str]] = {
     "validate": ("tcl.data.manifest:cli_validate", "check a cohort; list every problem at once"),
     "preprocess": ("tcl.data.preprocess:cli", "crop, resize and normalise into a cache"),
     "splits": ("tcl.data.splits:cli", "draw the paper's random train/test splits"),
+    "ceilings": (
+        "tcl.ceilings:cli",
+        "the AUC a learner could reach at best on a synthetic cohort, per task",
+    ),
     "radiomics": ("tcl.radiomics:cli", "hand-crafted features + logistic regression reference"),
     "train": ("tcl.train:cli", "train one configuration on one draw"),
     "predict": (

@@ -204,3 +204,32 @@ def pointing_game_bars(summary: pd.DataFrame, title: str = "") -> plt.Figure:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def ceiling_curve(
+    curve: pd.DataFrame,
+    kappa: float,
+    cohort: dict[str, dict[str, float]],
+    paper_best: dict[str, float],
+    title: str = "",
+) -> plt.Figure:
+    """The Bayes ceiling of each task against kappa (``curve``: tcl.ceilings.bayes_curve), the
+    cohort's own ceilings at its kappa (``cohort``: {ceiling: {task: AUC}}) and the paper's
+    best AUC per task (dashed)."""
+    tasks = [c for c in curve.columns if c != "kappa"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
+    markers = {"sign_lr": "o", "shared_sign_lr": "s", "latent_lr": "^", "bayes": "*"}
+    for ax, task in zip(axes[0], tasks, strict=True):
+        ax.plot(curve["kappa"], curve[task], color="tab:blue", label="Bayes ceiling (population)")
+        ax.axhline(paper_best[task], color="tab:red", ls="--", lw=1, label="paper, best row")
+        ax.axvline(kappa, color="grey", lw=0.8)
+        for name, values in cohort.items():
+            ax.scatter([kappa], [values[task]], marker=markers.get(name, "x"), zorder=3,
+                       label=f"this cohort: {name}")  # fmt: skip
+        ax.set(xlabel="kappa (task-specific class separation)", ylabel="test AUC",
+               title=task.replace("_", " "), ylim=(0.75, 1.0))  # fmt: skip
+        ax.legend(fontsize=7, loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
