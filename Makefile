@@ -16,6 +16,9 @@
 #   make -j N all THREADS=k          the same with make's own job slots (k·N ≤ cores)
 #   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
 #   SAVE_WEIGHTS="efmt mmoe" | all   also keep these networks (proposed is always kept)
+#   CPU_ISA=native | avx2            avx2: CPU kernels limited to AVX2 (ATen, oneDNN, MKL), so
+#                                    that machines with and without AVX-512 compute the same
+#                                    sums; 75 % slower on an AVX-512 CPU (README, "Reproducing")
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SECONDARY:
@@ -38,6 +41,16 @@ GPUS    ?=
 # Configurations whose trained networks are kept (model.safetensors + model.json, for tcl
 # predict); the proposed one always is (06 and 07 use it). At paper width a network is 0.8 GB.
 SAVE_WEIGHTS ?=
+
+# The instruction sets the CPU kernels may use; tcl.train records the ones used in run.json.
+CPU_ISA ?= native
+ifeq ($(CPU_ISA),avx2)
+  export ATEN_CPU_CAPABILITY := avx2
+  export ONEDNN_MAX_CPU_ISA := AVX2
+  export MKL_CBWR := AVX2
+else ifneq ($(CPU_ISA),native)
+  $(error CPU_ISA must be native or avx2, got '$(CPU_ISA)')
+endif
 
 CONFIGS := efmt mfmt mmoe maml baseline1 baseline2 baseline3 baseline4 proposed
 ALL_DRAWS := 0 1 2
@@ -127,8 +140,13 @@ REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 0
 endif
 
 # The README's results block shows full runs only: not smoke, not your own cohort, all draws.
+# It first compares the run's Tables 2-3 with the README's as committed (same profile), and
+# says whether they agree (tcl.report compare); a cohort of your own or a subset of the draws
+# has no reference to compare with.
+SKIP_COMPARE = $(if $(DATA),a cohort of your own ($(COHORT)) has no reference in the README,$(if $(filter-out $(DRAWS),$(ALL_DRAWS)),only draws $(DRAWS) were run and the README holds all three))
 pipeline: announce $(REPORTS)
-	$(if $(or $(DATA),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE))
+	$(PYTHON) -m tcl.report compare README.md $(FIGURES) $(PROFILE)$(if $(SKIP_COMPARE), --skip "$(SKIP_COMPARE)")
+	$(if $(or $(DATA),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE) $(EVAL))
 	@echo "tcl: done — profile $(PROFILE); tables and figures in $(FIGURES)/, notebooks in $(NBOUT)/"
 
 announce:

@@ -289,12 +289,20 @@ CEILING_LABELS: dict[str, str] = {
 }
 
 
+def cohort_means(summary: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """``{ceiling: {task: mean AUC over the draws}}`` of a :func:`summarise` table."""
+    means = summary["mean"]
+    return {name: means[name].to_dict() for name in means.index.get_level_values(0).unique()}
+
+
 def ceiling_table(summary: pd.DataFrame) -> pd.DataFrame:
     """:func:`summarise`'s table for reading: one row per ceiling, then the paper's best row;
     columns = task (mean over draws) and task per draw."""
     wide = summary.unstack("task")
     wide.columns = [f"{task} ({'mean' if col == 'mean' else col})" for col, task in wide.columns]
-    wide = wide[sorted(wide.columns, key=lambda c: (c.split(" ")[0] != "invasion", c))]
+    wide = wide[
+        sorted(wide.columns, key=lambda c: (c.split(" ")[0] != "invasion", "mean" not in c, c))
+    ]
     wide.index = [CEILING_LABELS.get(name, name) for name in wide.index]
     best = paper_best()
     paper_row = {c: best[c.split(" ")[0]] if c.endswith("(mean)") else np.nan for c in wide}
@@ -361,6 +369,7 @@ __all__ = [
     "CEILINGS",
     "CEILING_LABELS",
     "ceiling_table",
+    "cohort_means",
     "paper_best",
     "TASK_POSITIVE",
     "bayes_curve",

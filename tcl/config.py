@@ -45,6 +45,10 @@ class Profile:
     augment_p: float = 0.5  # probability of each augmentation
     crop_min: int = 100  # smallest in-plane crop side in voxels of size[0] (100 of 128 = paper)
     seed: int = 666
+    # Optimiser steps for each task's classifier alone after the last epoch, on the trained
+    # network's features of the training patients (tcl.train.refit_classifiers); 0 = none, as
+    # in the paper. Why the CPU profiles take some: see QUICK.
+    head_steps: int = 0
     # Minutes of training between resumable checkpoints (tcl.train.CheckpointPolicy); a run also
     # checkpoints when it receives SIGTERM or SIGINT, then stops. Not part of a run's key: when
     # a run saves its state does not change what it computes (resumes are exact on CPU).
@@ -103,6 +107,29 @@ PAPER = Profile(name="paper")
 # 0.48 and 0.813 / 0.718, at the same time per run. Baseline3, which collapsed under the old
 # settings (quick AUC 0.67 / 0.61), reaches 0.826 / 0.742. Smaller batches (16, 8) lowered the
 # training loss further but not the test AUC, at 25–35 % more time.
+# A third departure, because 84 steps do not train the classifiers to the end:
+# - head_steps 516: after the last epoch, each task's classifier (the layers that turn the
+#   task's feature vector into its logits) trains alone for 516 more steps on the trained
+#   network's features of the training patients (tcl.train.refit_classifiers), so that the
+#   classifiers get the paper's 600 steps in all. Same optimiser, LR, weight decay, batch and
+#   dropout; no class weighting or resampling; the network below them does not change, so
+#   the AUCs barely move, but the probabilities the p > 0.5 rule reads do. It costs 1–2 s.
+#   Measured on the recalibrated cohort (proposed, draw 0): without it the network ranks
+#   well (test AUC 0.954 invasion / 0.737 grade) but no test patient reaches p > 0.5 on
+#   either task: every invasive patient, in training too, sits at p 0.42–0.44, the value the
+#   classifier gives where its input carries no evidence for the class, and the training
+#   set's mean p was 0.31 against a prevalence of 0.21, i.e. the classifier had not even
+#   fitted its bias. A logistic regression on the very same classifier inputs separates the
+#   training set (93 % accurate) and finds 16 of the 18 invasive test patients at p > 0.5,
+#   and so do 200–600 further steps of the classifier alone. Baseline1 and MAML were capped
+#   too (largest test p_invasion 0.45, 0.46), and so was proposed on draws 1 and 2 (0.41,
+#   0.43), while EFMT and MFMT, whose heads learnt faster, were not (0.80, 0.61). Longer
+#   training also lifts the cap (40 epochs at ×0.95: 15 of 18), at 2.5× the time; 20 epochs,
+#   batch 8 or 16, LR 2e-3 or 2.5e-3, ×0.9 or ×0.95, no dropout, weight decay 1e-4 or 0, no
+#   augmentation, or every linear layer at 4× or 10× the LR did not; the final biases set to
+#   the training prevalence helped Baseline2's invasion but collapsed proposed. With the
+#   refit (draw 0): proposed 14 of 18 invasive and 32 of 79 high-grade test patients at
+#   p > 0.5, Baseline2 14 and 34, Baseline3 15 and 31, MAML 14 and 33.
 QUICK = replace(
     PAPER,
     name="quick",
@@ -115,6 +142,7 @@ QUICK = replace(
     gamma=0.85,
     contrastive_from_epoch=4,
     crop_min=50,
+    head_steps=516,
     # A quick run takes 40-140 s: no periodic checkpoint (a hard kill loses under 2.5 minutes);
     # SIGTERM / SIGINT still checkpoint it.
     checkpoint_minutes=5.0,
@@ -133,6 +161,7 @@ SMOKE = replace(
     gamma=0.9,
     contrastive_from_epoch=1,
     crop_min=12,
+    head_steps=4,  # the quick profile's last stage, exercised
     checkpoint_minutes=1.0,  # runs take seconds: only signals checkpoint them
     n_patients=40,
     synth_shape=(64, 64, 12),

@@ -48,14 +48,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import os
 import random
 import signal
 import sys
+import tempfile
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +67,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tcl.augment import augment
@@ -650,6 +654,9 @@ class TrainingState:
     seen: int = 0
     epoch_seconds: float = 0.0
     trained_seconds: float = 0.0
+    # Profile.head_steps done (refit_classifiers), so that a checkpoint taken after them is
+    # not refitted a second time when it is resumed.
+    classifiers_refit: dict[str, Any] | None = None
 
     def checkpoint(self, key: dict[str, Any]) -> dict[str, Any]:
         """The state as a checkpoint.pt payload (``key`` says which run it belongs to)."""
@@ -667,6 +674,7 @@ class TrainingState:
             "rng": rng_states(self.shuffle_gen, self.augment_gen),
             "history": self.history,
             "trained_seconds": self.trained_seconds,
+            "classifiers_refit": self.classifiers_refit,
             "kernels": kernel_setup(self.augment_gen.device),
         }
 
@@ -677,6 +685,7 @@ class TrainingState:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         restore_rng_states(checkpoint["rng"], self.shuffle_gen, self.augment_gen)
         self.history = checkpoint["history"]
+        self.classifiers_refit = checkpoint.get("classifiers_refit")
         self.epoch, self.step = checkpoint["epoch"], checkpoint["step"]
         order = checkpoint["order"]
         self.order = None if order is None else order.to(device)
@@ -841,6 +850,69 @@ def train_epochs(
     bar.close()
 
 
+def refit_classifiers(state: TrainingState, data: DrawData, profile: Profile, seed: int) -> None:
+    """``profile.head_steps`` more optimiser steps for each task's classifier alone, on the
+    trained network's features of the training patients (the CPU profiles' last stage; 0 steps
+    in the paper's protocol, see tcl.config's quick profile for why).
+
+    The network runs once over the training set as it runs on test patients (eval mode,
+    unaugmented); the input of each classifier (tcl.models.classifiers) is kept, and the
+    classifier alone trains on it with the profile's optimiser settings (Adam, LR, weight
+    decay, batch size, its dropout on), on shuffled batches from a generator of ``seed``.
+    Records the steps and the last pass's mean loss per task in ``state.classifiers_refit``.
+    """
+    from tcl.models import classifiers
+
+    if profile.head_steps <= 0 or state.classifiers_refit is not None:
+        return
+    start = time.perf_counter()
+    heads = classifiers(state.model)
+    device = data.train_volumes.device
+    inputs: dict[str, list[torch.Tensor]] = {task: [] for task in heads}
+
+    def keep(task: str) -> Callable[..., None]:
+        return lambda module, args, output: inputs[task].append(args[0].detach().float())
+
+    hooks = [module.register_forward_hook(keep(task)) for task, module in heads.items()]
+    state.model.eval()
+    n = len(data.train_ids)
+    try:
+        with torch.no_grad(), autocast(device):
+            for chunk in torch.arange(n, device=device).split(profile.batch_size):
+                state.model(data.train_volumes[chunk].float())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    labels = {"invasion": data.train_invasion, "grade": data.train_high_grade}
+    generator = torch.Generator(device=device).manual_seed(seed + 2)
+    batch = min(profile.batch_size, n)
+    losses: dict[str, float] = {}
+    for task, head in heads.items():
+        features = torch.cat(inputs[task])
+        optimizer = torch.optim.Adam(
+            head.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
+        )
+        head.train()
+        order = torch.empty(0, dtype=torch.long, device=device)
+        recent: deque[float] = deque(maxlen=max(1, n // batch))  # the last pass's losses
+        for _ in range(profile.head_steps):
+            if len(order) < batch:  # a new pass over the training set (drop_last)
+                order = torch.randperm(n, generator=generator, device=device)
+            index, order = order[:batch], order[batch:]
+            loss = F.cross_entropy(head(features[index]), labels[task][index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            recent.append(loss.item())
+        head.eval()
+        losses[task] = float(np.mean(recent))
+    state.classifiers_refit = {
+        "steps": profile.head_steps,
+        "loss": losses,
+        "seconds": time.perf_counter() - start,
+    }
+
+
 def predict_test(
     model: nn.Module, data: DrawData, draw: int, profile: Profile, device: torch.device
 ) -> tuple[pd.DataFrame, float]:
@@ -891,6 +963,7 @@ def describe_run(
         "key": key,
         "device": device_name(device),
         "threads": torch.get_num_threads(),
+        "kernels": kernels(device),
         "compile": compile,
         # How the stems' convolution ran (tcl.models.stem): same network, another summation order.
         "stem_impl": resolve_impl(get_stem_impl(), device.type),
@@ -902,6 +975,7 @@ def describe_run(
         "parameters": sum(p.numel() for p in state.model.parameters()),
         "flops_per_sample": flops,
         "train_seconds": state.trained_seconds,
+        "classifiers_refit": state.classifiers_refit,
         "eval_seconds": eval_seconds,
         "wall_seconds_this_session": time.perf_counter() - wall_start,
         "cache": {
@@ -1053,6 +1127,7 @@ def train_run(
         if last_epoch < profile.epochs:
             say(f"stopped after epoch {last_epoch} of {profile.epochs} (max_epochs); rerun")
             return out_dir
+        refit_classifiers(state, data, profile, seed)
         predictions, eval_seconds = predict_test(state.model, data, draw, profile, torch_device)
         policy.between_steps(state, profile.epochs, plan.steps)  # stops here after a signal
         run = describe_run(config, draw, seed, profile, key, torch_device, compile, grad_accum,
@@ -1069,10 +1144,89 @@ def train_run(
 
 def kernel_setup(device: torch.device) -> str:
     """What decides the order of floating-point sums besides the code: the device type and,
-    on CPU, the thread count (the same run with 1 and 2 threads diverges within an epoch)."""
+    on CPU, the thread count (the same run with 1 and 2 threads diverges within an epoch) and
+    the instruction set the kernels use (AVX-512 and AVX2 kernels sum in other orders)."""
     if device.type == "cpu":
-        return f"cpu with {torch.get_num_threads()} thread(s)"
+        isa = kernels(device)
+        return (
+            f"cpu with {torch.get_num_threads()} thread(s), {isa['aten_capability']} / "
+            f"oneDNN {isa['onednn_isa']} kernels"
+        )
     return device.type
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo; else what platform reports)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@functools.lru_cache(maxsize=1)
+def onednn_isa() -> str:
+    """The instruction set oneDNN (torch's CPU convolutions) dispatches to in this process,
+    e.g. "Intel AVX-512 with Intel DL Boost and bfloat16 support" or "Intel AVX2" (which
+    ONEDNN_MAX_CPU_ISA caps). oneDNN only says so in its verbose log, so one small convolution
+    runs with the log on and stdout captured; "unknown" where torch has no oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return "unknown"
+    sys.stdout.flush()
+    with tempfile.TemporaryFile(mode="w+") as log:
+        saved = os.dup(1)
+        try:
+            os.dup2(log.fileno(), 1)
+            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+                torch.nn.functional.conv3d(
+                    torch.ones(2, 8, 16, 16, 8), torch.ones(8, 8, 3, 3, 3), padding=1
+                )
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+        log.seek(0)
+        for line in log.read().splitlines():
+            if ",isa:" in line:
+                return line.split(",isa:", 1)[1].strip()
+    return "unknown"
+
+
+def kernels(device: torch.device) -> dict[str, Any]:
+    """What picks the floating-point kernels, and so the exact results, besides the code and
+    its inputs (run.json's ``kernels``): on CPU the model, threads, the instruction sets of
+    ATen's vectorised kernels and of oneDNN, and the variables that cap them; on CUDA the GPU,
+    CUDA and cuDNN versions and the determinism and TF32 flags."""
+    out: dict[str, Any] = {
+        "device": device.type,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if device.type == "cuda":
+        out.update(
+            gpu=torch.cuda.get_device_name(device),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            cudnn_deterministic=torch.backends.cudnn.deterministic,
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+            tf32_cudnn=torch.backends.cudnn.allow_tf32,
+        )
+        return out
+    out.update(
+        cpu=cpu_model(),
+        threads=torch.get_num_threads(),
+        aten_capability=torch.backends.cpu.get_cpu_capability(),
+        onednn_isa=onednn_isa(),
+        **{name: os.environ.get(name) for name in ISA_VARIABLES},
+    )
+    return out
+
+
+# The environment variables that cap the CPU instruction sets (Makefile: CPU_ISA).
+ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 
 
 def device_name(device: torch.device) -> str:

@@ -176,3 +176,25 @@ def test_build_rejects_bad_names_and_options():
     with torch.device("meta"):
         build("proposed", width=WIDTH, maml_intra="false", mmoe_experts="per_modality")
         assert not build("maml", width=WIDTH, maml_intra="false").intra
+
+
+@pytest.mark.parametrize(("name", "options"), VARIANTS, ids=lambda v: str(v))
+def test_classifiers_are_what_turns_each_tasks_feature_into_its_logits(name, options):
+    """tcl.models.classifiers names, per task, the module whose output is the model's logits
+    (what refit_classifiers trains alone)."""
+    from tcl.models import classifiers
+
+    model = build(name, width=WIDTH, dropout=0.0, **options).eval()
+    heads = classifiers(model)
+    assert set(heads) == {"invasion", "grade"} and heads["invasion"] is not heads["grade"]
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        module.register_forward_hook(lambda m, args, out, t=task: seen.setdefault(t, args[0]))
+        for task, module in heads.items()
+    ]
+    with torch.no_grad():
+        outputs = model(_inputs()[0])
+        for task, module in heads.items():
+            torch.testing.assert_close(module(seen[task]), outputs[task])
+    for hook in hooks:
+        hook.remove()

@@ -376,6 +376,37 @@ def test_gradient_accumulation_and_saved_weights(cohort, tmp_path):
     assert json.loads((out / "run.json").read_text())["grad_accum"] == 2
 
 
+def test_classifier_refit_trains_only_the_classifiers_once(cohort):
+    """refit_classifiers (Profile.head_steps) changes each task's classifier and nothing else,
+    lowers its training loss, is recorded, and a state that has it is not refitted again."""
+    import torch
+
+    from tcl.models import classifiers
+    from tcl.train import load_draw, refit_classifiers, start_training
+
+    profile = replace(SMOKE, head_steps=60)
+    cache, splits = cohort
+    device = torch.device("cpu")
+    data = load_draw(cache, splits, 0, profile, device)
+    state = start_training("proposed", profile, 0, device, None)
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    heads = {id(p) for head in classifiers(state.model).values() for p in head.parameters()}
+    head_names = {n for n, p in state.model.named_parameters() if id(p) in heads}
+    refit_classifiers(state, data, profile, seed=0)
+    after = {k: v.clone() for k, v in state.model.state_dict().items()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and changed <= head_names
+    record = state.classifiers_refit
+    assert record["steps"] == 60 and set(record["loss"]) == {"invasion", "grade"}
+    refit_classifiers(state, data, profile, seed=0)  # already refitted: nothing happens
+    assert all(torch.equal(after[k], v) for k, v in state.model.state_dict().items())
+    assert state.checkpoint({})["classifiers_refit"] == record
+
+
+def test_paper_protocol_has_no_classifier_refit():
+    assert get_profile("paper").head_steps == 0 and get_profile("quick").head_steps > 0
+
+
 # ---------------------------------------------------------------------------- schedule
 
 

@@ -70,7 +70,7 @@ OPTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "maml_intra": (True, (True, False)),
 }
 
-__all__ = ["OPTIONS", "SWITCHES", "build", "count_parameters"]
+__all__ = ["OPTIONS", "SWITCHES", "build", "classifiers", "count_parameters"]
 
 
 def _resolve_options(options: dict[str, Any]) -> dict[str, Any]:
@@ -124,3 +124,12 @@ def build(name: str, width: int = 64, dropout: float = 0.5, **options: Any) -> n
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (weights, biases, norm affine; buffers such as BN statistics not)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def classifiers(model: nn.Module) -> dict[str, nn.Module]:
+    """Each task's classifier: the module that turns the task's feature vector into the
+    ``invasion`` / ``grade`` logits the predictions come from (the proposed network's and
+    the ablations' main classifiers, the compared methods' heads H(·)). Auxiliary and intra-
+    modality heads only shape the training loss and are not listed."""
+    prefix = "cls" if isinstance(model, TaskAwareContrastiveNet) else "head"
+    return {task: getattr(model, f"{prefix}_{task}") for task in ("invasion", "grade")}
