@@ -124,8 +124,8 @@ TABLE = """Table 2 — caption
 
 | Task | Metric | EFMT | Radiomics | Proposed |
 |---|---|---|---|---|
-| Brain invasion | Sensitivity | {sens} ± 0.1000 [0.7593] | 0.5000 ± 0.0100 | 0.6000 ± 0.0200 [0.7593] |
-| Brain invasion | AUC | {auc} ± 0.0100 [0.9574] | {radiomics} ± 0.0100 | 0.9500 ± 0.0100 [0.9787] |
+| Brain invasion | Sensitivity | {sens} ± 0.1000 [0.7593] | 0.5000 ± 0.0100 | 0.6000 [0.7593] |
+| Brain invasion | AUC | {auc} ± 0.0100 [0.9574] | {radiomics} ± 0.0100 | 0.9500 [0.9787] |
 """
 
 
