@@ -16,6 +16,7 @@
 #   make -j N all THREADS=k          the same with make's own job slots (k·N ≤ cores)
 #   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
 #   SAVE_WEIGHTS="efmt mmoe" | all   also keep these networks (proposed is always kept)
+#   SEED=N                           train with another seed (results/<profile>-seedN)
 #   CPU_ISA=native | avx2            avx2: CPU kernels limited to AVX2 (ATen, oneDNN, MKL), so
 #                                    that machines with and without AVX-512 compute the same
 #                                    sums; 75 % slower on an AVX-512 CPU (README, "Reproducing")
@@ -35,6 +36,9 @@ THREADS ?= 0
 JOBS    ?= auto
 # The draws trained and evaluated; splits.json always holds all three.
 DRAWS   ?= 0 1 2
+# The trainings' seed; empty = the profile's (666, the paper's). Another seed writes to
+# results/<profile>-seed<N> and figures/<profile>-seed<N> and leaves the README alone.
+SEED    ?=
 # GPU ids the trainings share out, one per training at a time (tcl.notebooks --gpus); empty =
 # every training sees all GPUs and uses the first.
 GPUS    ?=
@@ -84,7 +88,7 @@ all: env
 	@plan=$$($(PYTHON) -m tcl.config plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS") || exit 1; \
 	read profile jobs threads jflag <<< "$$plan"; \
 	echo "tcl: $$jobs training(s) at once, $$threads CPU thread(s) each (0 = all cores)"; \
-	$(MAKE) --no-print-directory $$([ "$$jflag" = - ] || echo $$jflag) pipeline PROFILE=$$profile THREADS=$$threads DATA="$(DATA)" DRAWS="$(DRAWS)"
+	$(MAKE) --no-print-directory $$([ "$$jflag" = - ] || echo $$jflag) pipeline PROFILE=$$profile THREADS=$$threads DATA="$(DATA)" DRAWS="$(DRAWS)" SEED="$(SEED)"
 
 test: env
 	$(PYTHON) -m pytest -q
@@ -118,11 +122,11 @@ endif
 CACHE     := data/$(COHORT)/$(SIZE_NAME)
 SPLITS    := data/$(COHORT)/splits.json
 # Your own cohort's outputs sit beside the synthetic ones instead of replacing them.
-RESULTS   := results/$(PROFILE)$(if $(DATA),-$(COHORT))
+RESULTS   := results/$(PROFILE)$(if $(DATA),-$(COHORT))$(if $(SEED),-seed$(SEED))
 RUNS      := $(RESULTS)/runs
 NBOUT     := $(RESULTS)/notebooks
 EVAL      := $(RESULTS)/evaluation
-FIGURES   := figures/$(PROFILE)$(if $(DATA),-$(COHORT))
+FIGURES   := figures/$(PROFILE)$(if $(DATA),-$(COHORT))$(if $(SEED),-seed$(SEED))
 NOTEBOOK  := $(PYTHON) -m tcl.notebooks
 QUIET     := $(if $(filter smoke,$(PROFILE)),--quiet)  # no progress bars in test logs
 # Notebooks run in notebooks/: a relative path gets ../ in front, an absolute one (DATA=/...) not.
@@ -145,8 +149,8 @@ endif
 # has no reference to compare with.
 SKIP_COMPARE = $(if $(DATA),a cohort of your own ($(COHORT)) has no reference in the README,$(if $(filter-out $(DRAWS),$(ALL_DRAWS)),only draws $(DRAWS) were run and the README holds all three))
 pipeline: announce $(REPORTS)
-	$(PYTHON) -m tcl.report compare README.md $(FIGURES) $(PROFILE)$(if $(SKIP_COMPARE), --skip "$(SKIP_COMPARE)")
-	$(if $(or $(DATA),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE) $(EVAL))
+	$(PYTHON) -m tcl.report compare README.md $(FIGURES) $(PROFILE) --runs $(RUNS)$(if $(SKIP_COMPARE), --skip "$(SKIP_COMPARE)")
+	$(if $(or $(DATA),$(SEED),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE) $(EVAL))
 	@echo "tcl: done — profile $(PROFILE); tables and figures in $(FIGURES)/, notebooks in $(NBOUT)/"
 
 announce:
@@ -172,7 +176,7 @@ $(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl
 # One training notebook per configuration and draw; the run's predictions.csv is the target.
 define TRAIN_RULE
 $(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
-	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) -p threads $(THREADS) -p retrain True -p save_weights $(if $(filter $(1),$(SAVED_CONFIGS)),True,False)
+	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) $(if $(SEED),-p seed $(SEED)) -p threads $(THREADS) -p retrain True -p save_weights $(if $(filter $(1),$(SAVED_CONFIGS)),True,False)
 endef
 $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
 

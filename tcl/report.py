@@ -319,7 +319,9 @@ def update_readme(
     text = readme.read_text()
     if README_START not in text or README_END not in text:
         raise ValueError(f"{readme} has no results block ({README_START} … {README_END})")
-    parts = [f"Last `make all` with profile `{profile}` (commit `{_commit()}`):\n"]
+    kernels = run_kernels(Path(evaluation_dir).parent / "runs") if evaluation_dir else []
+    made_on = f"; kernels: {' + '.join(kernels)}" if kernels else ""
+    parts = [f"Last `make all` with profile `{profile}` (commit `{_commit()}`{made_on}):\n"]
     if evaluation_dir is not None:
         summary = pd.read_csv(Path(evaluation_dir) / "metrics_summary.csv")
         ceilings_csv = figures_dir / "ceilings.csv"
@@ -333,6 +335,21 @@ def update_readme(
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
     write_text_atomic(readme, f"{head}{README_START}\n{block}\n{README_END}{tail}")
+
+
+def run_kernels(runs_dir: str | os.PathLike) -> list[str]:
+    """The kernels the trainings under ``runs_dir`` ran on (their run.json), each kind once,
+    e.g. "CPU ATen AVX2, oneDNN Intel AVX2" or "CUDA NVIDIA H200"."""
+    import json
+
+    kinds = []
+    for path in sorted(Path(runs_dir).glob("*/draw*/run.json")):
+        kernels = json.loads(path.read_text()).get("kernels") or {}
+        if kernels.get("device") == "cpu":
+            kinds.append(f"CPU ATen {kernels['aten_capability']}, oneDNN {kernels['onednn_isa']}")
+        elif kernels.get("device") == "cuda":
+            kinds.append(f"CUDA {kernels['gpu']}")
+    return list(dict.fromkeys(kinds))
 
 
 def _commit() -> str:
@@ -384,13 +401,30 @@ def _mean_of(cell: str) -> float:
 
 
 def compare_with_reference(
-    reference_text: str, figures_dir: str | os.PathLike, profile: str
+    reference_text: str,
+    figures_dir: str | os.PathLike,
+    profile: str,
+    runs_dir: str | os.PathLike | None = None,
 ) -> tuple[bool, list[str]]:
     """Compare this run's Tables 2–3 (``figures_dir``) with the README block of ``profile``
-    in ``reference_text``. Returns (agrees, lines to print)."""
+    in ``reference_text``. Returns (agrees, lines to print); where the runs under
+    ``runs_dir`` used other kernels than the README's, the last line says how to match them."""
     block = block_of(reference_text, profile)
     if block is None:
         return True, [f"no committed results for profile {profile} to compare with"]
+    agrees, lines = _compare_cells(block, figures_dir, profile)
+    ours = run_kernels(runs_dir) if runs_dir is not None else []
+    if ours and lines and "exactly" not in lines[0] and not all(k in block for k in ours):
+        lines.append(
+            f"  (this run's kernels: {' + '.join(ours)}; the README's are in its results "
+            "block. CPU_ISA=avx2 gives AVX2 kernels on any machine that has them.)"
+        )
+    return agrees, lines
+
+
+def _compare_cells(
+    block: str, figures_dir: str | os.PathLike, profile: str
+) -> tuple[bool, list[str]]:
     new_text = "\n".join(
         (Path(figures_dir) / f"{name}.md").read_text()
         for name in COMPARED_TABLES
@@ -446,24 +480,33 @@ def committed_readme(readme: str | os.PathLike) -> str:
         return readme.read_text()
 
 
-USAGE = """usage: python -m tcl.report readme README.md FIGURES_DIR PROFILE [EVALUATION_DIR]
-       python -m tcl.report compare README.md FIGURES_DIR PROFILE [--skip REASON]"""
-
-
 def main(argv: list[str]) -> int:
-    if len(argv) >= 4 and argv[0] == "readme" and len(argv) <= 5:
-        update_readme(argv[1], argv[2], argv[3], argv[4] if len(argv) == 5 else None)
+    """``python -m tcl.report readme|compare ...`` (what the Makefile's pipeline ends with)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tcl.report")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    readme = verbs.add_parser("readme", help="write the results block of README.md")
+    compare = verbs.add_parser("compare", help="compare the tables with the README's")
+    for sub in (readme, compare):
+        sub.add_argument("readme", type=Path)
+        sub.add_argument("figures", type=Path)
+        sub.add_argument("profile")
+    readme.add_argument("evaluation", type=Path, nargs="?", default=None)
+    compare.add_argument("--runs", type=Path, default=None, help="the runs the tables hold")
+    compare.add_argument("--skip", default=None, metavar="REASON", help="say why, compare nothing")
+    args = parser.parse_args(argv)
+    if args.verb == "readme":
+        update_readme(args.readme, args.figures, args.profile, args.evaluation)
         return 0
-    if len(argv) in (4, 6) and argv[0] == "compare":
-        if len(argv) == 6:
-            if argv[4] != "--skip":
-                raise SystemExit(USAGE)
-            print(f"tcl: tables not compared with the README's: {argv[5]}")
-            return 0
-        agrees, lines = compare_with_reference(committed_readme(argv[1]), argv[2], argv[3])
-        print("\n".join(f"tcl: {line}" if i == 0 else line for i, line in enumerate(lines)))
+    if args.skip:
+        print(f"tcl: tables not compared with the README's: {args.skip}")
         return 0
-    raise SystemExit(USAGE)
+    _, lines = compare_with_reference(
+        committed_readme(args.readme), args.figures, args.profile, args.runs
+    )
+    print("\n".join(f"tcl: {line}" if i == 0 else line for i, line in enumerate(lines)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Tables for the notebooks (tcl.report)."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -180,6 +182,13 @@ def test_compare_command_and_its_skip(tmp_path, capsys):
     assert "not compared with the README's: a reason" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         report.main(["compare", str(readme)])
+    runs = tmp_path / "runs" / "proposed" / "draw0"
+    runs.mkdir(parents=True)
+    kernels = {"device": "cpu", "aten_capability": "AVX512", "onednn_isa": "Intel AVX-512"}
+    (runs / "run.json").write_text(json.dumps({"kernels": kernels}))
+    assert report.run_kernels(tmp_path / "runs") == ["CPU ATen AVX512, oneDNN Intel AVX-512"]
+    report.main(["compare", str(readme), str(figures), "quick", "--runs", str(tmp_path / "runs")])
+    assert "CPU_ISA=avx2" in capsys.readouterr().out
 
 
 def test_results_summary_is_computed_from_the_tables():
