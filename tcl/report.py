@@ -395,7 +395,7 @@ def parse_tables(markdown: str) -> dict[tuple[str, str, str], str]:
     return cells
 
 
-def _mean_of(cell: str) -> float:
+def cell_mean(cell: str) -> float:
     match = re.match(r"\s*(-?[0-9.]+)", cell)
     return float(match.group(1)) if match else float("nan")
 
@@ -440,7 +440,7 @@ def _compare_cells(
     outside, within = [], 0
     for key in sorted(set(ours) | set(theirs)):
         task, metric, column = key
-        a, b = _mean_of(ours.get(key, "")), _mean_of(theirs.get(key, ""))
+        a, b = cell_mean(ours.get(key, "")), cell_mean(theirs.get(key, ""))
         metric_key = metric.lower().replace(" ", "_").replace(".", "").replace("-", "_")
         limit = 0.0 if column in EXACT_COLUMNS else TOLERANCE.get(metric_key, 0.0)
         if np.isnan(a) or np.isnan(b) or abs(a - b) > limit + 1e-9:

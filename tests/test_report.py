@@ -145,7 +145,7 @@ def _readme_with(block_tables: str, profile: str = "quick") -> str:
 def test_parse_tables_reads_every_metric_cell():
     cells = report.parse_tables(_table())
     assert cells[("Brain invasion", "AUC", "EFMT")] == "0.9400 ± 0.0100 [0.9574]"
-    assert len(cells) == 6 and report._mean_of(cells[("Brain invasion", "AUC", "EFMT")]) == 0.94
+    assert len(cells) == 6 and report.cell_mean(cells[("Brain invasion", "AUC", "EFMT")]) == 0.94
 
 
 def test_compare_with_reference_says_identical_within_or_outside(tmp_path, monkeypatch):
