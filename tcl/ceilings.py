@@ -6,9 +6,10 @@ information is known, so the test AUC a learner could reach at best is measured 
 
 ============== ==========================================================================
 bayes          the exact Bayes classifier on the latent factors z = (A, G, I): the
-               posterior odds from the known class densities (synth.CLASS_MEANS scaled by
-               kappa, unit covariance, HG-inv's G a two-component mixture) and the cohort's
-               class shares. Nothing is fitted; no learner can beat it on these factors.
+               posterior odds from the known class densities (synth.CLASS_MEANS, A scaled
+               by kappa_shared and G, I by kappa, unit covariance, HG-inv's G a
+               two-component mixture) and the cohort's class shares. Nothing is
+               fitted; no learner can beat it on these factors.
 latent_lr      logistic regression on (A, G, I), fitted on each draw's training patients:
                what a simple learner reaches when it sees the factors themselves.
 sign_lr        logistic regression on every sign's true value as the generator drew it
@@ -51,8 +52,8 @@ TASK_POSITIVE: dict[str, tuple[str, ...]] = {
 CEILINGS: tuple[str, ...] = ("bayes", "latent_lr", "sign_lr", "shared_sign_lr")
 FACTORS: tuple[str, ...] = ("latent_aggressiveness", "latent_grade", "latent_invasion")
 
-# Sign columns of the manifest by the factor that drives them (imaging-signs design, see
-# docs in synth.py): A is shared by both tasks, G is grade's own, I is invasion's own.
+# Sign columns of the manifest by the factor that drives them most (synth.SIGNS' loadings):
+# A is shared by both tasks, G is grade's own, I is invasion's own.
 SHARED_SIGNS: tuple[str, ...] = (
     "latent_lobulation",
     "latent_heterogeneity",
