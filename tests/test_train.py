@@ -143,6 +143,11 @@ def test_every_configuration_trains_two_smoke_epochs(cohort, smoke_runs, config)
     assert info["parameters"] > 0 and info["flops_per_sample"]["forward"] > 0
     assert info["provenance"]["commit"] and info["cache"]["meta_hash"]
     assert info["stem_impl"] == "conv"  # auto on CPU: the plain convolution
+    kernels = info["kernels"]  # what picks the floating-point kernels besides the code
+    assert kernels["device"] == "cpu" and kernels["threads"] == 1 and kernels["cpu"]
+    assert kernels["aten_capability"] and kernels["onednn_isa"] != ""
+    assert {"ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_CBWR"} <= set(kernels)
+    assert info["classifiers_refit"]["steps"] == SMOKE.head_steps
     assert not (out / "checkpoint.pt").exists() and not (out / "model.safetensors").exists()
 
 
@@ -524,3 +529,27 @@ def test_flops_on_the_meta_twin_equal_the_real_models(config):
     on_cpu = run_flops(model, config, SMOKE, torch.device("cpu"))
     # any non-CPU device takes the meta path; nothing is allocated on it
     assert run_flops(model, config, SMOKE, torch.device("cuda")) == on_cpu > 0
+
+
+def test_kernels_name_the_instruction_set_onednn_uses():
+    """kernel_setup (which a resumed checkpoint compares) says which instruction set the CPU
+    kernels use; in a fresh process ONEDNN_MAX_CPU_ISA=AVX2 shows as oneDNN's AVX2."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from tcl.train import kernel_setup
+
+    assert kernel_setup(torch.device("cpu")).startswith("cpu with")
+    code = "import torch; from tcl.train import onednn_isa; print(onednn_isa())"
+    env = {**__import__("os").environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    isa = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    from tcl.train import onednn_isa
+
+    if "AVX-512" in onednn_isa():  # a cap below the CPU's own instruction set shows
+        assert isa.stdout.strip().startswith("Intel AVX2"), isa.stdout
+    else:
+        assert "AVX-512" not in isa.stdout and isa.stdout.strip(), isa.stdout
