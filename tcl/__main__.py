@@ -22,6 +22,10 @@ VERBS: dict[str, tuple[str, str]] = {
         "turn the released code's Grade_* folder layout into a manifest",
     ),
     "validate": ("tcl.data.manifest:cli_validate", "check a cohort; list every problem at once"),
+    "register": (
+        "tcl.data.coregister:cli",
+        "register FLAIR-C and ADC rigidly onto T1C (raw series that are not co-registered)",
+    ),
     "preprocess": ("tcl.data.preprocess:cli", "crop, resize and normalise into a cache"),
     "splits": ("tcl.data.splits:cli", "draw the paper's random train/test splits"),
     "ceilings": (

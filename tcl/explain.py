@@ -215,30 +215,43 @@ def largest_slice(region: np.ndarray) -> int:
     return int(np.argmax(region.reshape(-1, region.shape[2]).sum(axis=0)))
 
 
+def overview_slice(
+    maps: dict[str, np.ndarray],
+    tumour: np.ndarray | None,
+    roi: tuple[int, int, int, int, int, int] | None = None,
+) -> int:
+    """The axial slice an overview shows: where the tumour is largest; without a mask (a
+    bounding box only, whose slices all have the same area), the slice of the box where the
+    maps are strongest. ``roi`` (x0, x1, y0, y1, z0, z1) is canonical, end-exclusive."""
+    if tumour is not None and tumour.any():
+        return largest_slice(tumour)
+    strength = np.abs(maps[TASKS[0]]) + np.abs(maps[TASKS[1]])
+    z0, z1 = (0, strength.shape[2]) if roi is None else (roi[4], roi[5])
+    return z0 + largest_slice(strength[:, :, z0:z1])
+
+
 def overview_figure(
     images: np.ndarray,
     maps: dict[str, np.ndarray],
     geometry: Any,
     tumour: np.ndarray | None,
     title: str,
+    roi: tuple[int, int, int, int, int, int] | None = None,
 ) -> Any:
-    """The three sequences at the slice where the tumour is largest, plain and with each
-    task's map overlaid (red: evidence for class 1, blue: against), cropped to the box.
+    """The three sequences at :func:`overview_slice`, plain and with each task's map overlaid
+    (red: evidence for class 1, blue: against), cropped to the box.
 
     Args:
         images: [3, X, Y, Z] canonical raw images; ``maps`` task → [X, Y, Z] canonical map.
-        tumour: [X, Y, Z] boolean tumour region (mask > 0), or None (then the crop box's
-            slice where the maps are largest).
+        tumour: [X, Y, Z] boolean tumour region (mask > 0), or None (a bounding box only).
+        roi: the canonical ROI box, whose slices the overview keeps to without a mask.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    if tumour is not None and tumour.any():
-        z = largest_slice(tumour)
-    else:
-        z = largest_slice(np.abs(maps[TASKS[0]]) + np.abs(maps[TASKS[1]]))
+    z = overview_slice(maps, tumour, roi)
     x0, x1, y0, y1 = geometry.box
     grow = max(x1 - x0, y1 - y0) // 4
     xs = slice(max(0, x0 - grow), min(images.shape[1], x1 + grow))
@@ -290,7 +303,9 @@ def write_explanation(
     if loaded is None:  # it was read a moment ago; a file changed since
         raise TclError("; ".join(problems) or f"patient {files.patient_id}: cannot be re-read")
     tumour = None if loaded.mask is None else loaded.mask > 0  # on the T1C grid
-    fig = overview_figure(loaded.images, explanation.canonical, geometry, tumour, title)
+    fig = overview_figure(
+        loaded.images, explanation.canonical, geometry, tumour, title, roi=loaded.roi
+    )
     with atomic_path(folder / "overview.png") as tmp:
         fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)

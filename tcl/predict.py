@@ -100,11 +100,12 @@ def input_geometry(
 
 
 def _prepare(
-    job: tuple[PatientFiles, tuple[int, int, int], int],
+    job: tuple[PatientFiles, tuple[int, int, int], int, bool],
 ) -> tuple[list[str], PreparedPatient | None]:
-    """Worker: check, load and preprocess one patient (the training cache's code path)."""
-    files, size, margin = job
-    problems, loaded = load_patient(files)
+    """Worker: check, load and preprocess one patient (the training cache's code path); with
+    the job's last flag, also check that FLAIR-C and ADC lie on the T1C anatomy."""
+    files, size, margin, alignment = job
+    problems, loaded = load_patient(files, alignment=alignment)
     if loaded is None:
         return problems or [f"patient {files.patient_id}: could not be loaded"], None
     try:
@@ -130,9 +131,11 @@ def prepare_patients(
     spec: ModelSpec,
     workers: int | None = None,
     progress: bool = True,
+    alignment: bool = True,
 ) -> list[PreparedPatient]:
-    """Check and preprocess every patient; one TclError listing every problem if any."""
-    jobs = [(files, spec.size, spec.margin) for files in patients]
+    """Check and preprocess every patient; one TclError listing every problem if any. With
+    ``alignment``, misregistered series are warned of (see ``tcl validate``)."""
+    jobs = [(files, spec.size, spec.margin, alignment) for files in patients]
     problems: list[str] = []
     prepared: list[PreparedPatient] = []
     results = map_patients(
@@ -242,10 +245,12 @@ def run_predict(
     threads: int | None = None,
     ig_steps: int | None = None,
     progress: bool = True,
+    alignment: bool = True,
 ) -> pd.DataFrame:
     """Predict every patient of ``manifest`` with the saved ``models``; write ``out`` (CSV)
     and ``out.json`` (models, averaging, timings, provenance); with ``explain``, the maps.
-    Returns the predictions table."""
+    ``alignment``: warn of FLAIR-C or ADC series misregistered against T1C (about 1 s a
+    patient). Returns the predictions table."""
     from tcl.train import resolve_device
 
     started = time.perf_counter()
@@ -258,7 +263,9 @@ def run_predict(
     loaded = load_models(list(models), torch_device)
     spec = loaded[0][1]
     table, patients = read_patients(manifest)
-    prepared = prepare_patients(patients, spec, workers=workers, progress=progress)
+    prepared = prepare_patients(
+        patients, spec, workers=workers, progress=progress, alignment=alignment
+    )
     volumes = np.stack([p.volume for p in prepared])
     ids = [p.patient_id for p in prepared]
     p_invasion, p_high_grade = predict_volumes(
@@ -348,6 +355,14 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument("--workers", type=int, default=None, help="processes reading patients")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
+    parser.add_argument(
+        "--no-alignment-check",
+        action="store_true",
+        help=(
+            "skip the misregistration check (a quick registration of FLAIR-C and ADC onto "
+            "T1C, about 1 s a patient): misregistered series then go unnoticed"
+        ),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     result = run_predict(
@@ -360,6 +375,7 @@ def cli(argv: list[str]) -> int:
         threads=args.threads,
         ig_steps=args.ig_steps,
         progress=not args.quiet,
+        alignment=not args.no_alignment_check,
     )
     models = (
         f"{len(args.model)} models (probabilities averaged)" if len(args.model) > 1 else "1 model"

@@ -89,6 +89,7 @@ PROVENANCE_PACKAGES = (
     "nibabel",
     "scikit-learn",
     "statsmodels",
+    "SimpleITK",  # registration onto T1C (tcl.data.register)
 )
 
 

@@ -39,6 +39,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,7 +57,11 @@ from tcl.data.nifti import (
     resample_to_grid,
     world_extent,
 )
+from tcl.data.register import OFFSET_DEG, OFFSET_MM, misregistration, roi_centre
 from tcl.utils import TclError, write_text_atomic
+
+# Misregistration warnings name this command; check_cohort puts the manifest's path in.
+REGISTER_HINT = "python -m tcl register MANIFEST --out FOLDER"
 
 MANIFEST_COLUMNS = (
     "patient_id",
@@ -455,7 +460,7 @@ def roi_of_mask(mask: np.ndarray) -> tuple[int, int, int, int, int, int] | None:
     return tuple(bounds)  # type: ignore[return-value]
 
 
-def _same_grid(a: Volume, b: Volume) -> bool:
+def same_grid(a: Volume, b: Volume) -> bool:
     return a.data.shape == b.data.shape and np.allclose(
         a.affine, b.affine, rtol=0, atol=AFFINE_TOLERANCE
     )
@@ -535,7 +540,41 @@ def _signal_checks(
     return problems, warnings
 
 
-def _load_patient(files: PatientFiles) -> tuple[PatientCheck, PatientImages | None]:
+def _alignment_warnings(
+    pid: str,
+    volumes: dict[str, Volume],
+    paths: dict[str, str],
+    roi: tuple[int, int, int, int, int, int],
+) -> list[str]:
+    """Warnings for FLAIR-C and ADC (and a mask drawn on their grid) that a quick rigid
+    registration finds misregistered against T1C (:func:`tcl.data.register.misregistration`)."""
+    t1c = volumes["t1c"]
+    centre = roi_centre(t1c, bbox=roi)
+    warnings = []
+    for name in ("flairc", "adc"):
+        found = misregistration(t1c, volumes[name], centre)
+        if found is None:
+            continue
+        shift, angle = found
+        warnings.append(
+            f"patient {pid}, {name}: {paths[name]} seems misregistered against t1c "
+            f"{paths['t1c']}: a quick registration moves it by about {shift:.0f} mm and "
+            f"{angle:.0f}° (more than {OFFSET_MM:g} mm or {OFFSET_DEG:g}°), so its resampled "
+            f"image would miss the T1C anatomy; `{REGISTER_HINT}` registers FLAIR-C and ADC "
+            "onto T1C"
+        )
+        mask = volumes.get("mask")
+        if mask is not None and not same_grid(mask, t1c) and same_grid(mask, volumes[name]):
+            warnings.append(
+                f"patient {pid}, mask: {paths['mask']} is on the grid of {name}, so it is "
+                f"probably as far off; `{REGISTER_HINT}` moves it with {name}"
+            )
+    return warnings
+
+
+def _load_patient(
+    files: PatientFiles, alignment: bool = False
+) -> tuple[PatientCheck, PatientImages | None]:
     """Load and check one patient's files (see :func:`load_patient`)."""
     pid = files.patient_id
     check = PatientCheck(patient_id=pid)
@@ -568,7 +607,7 @@ def _load_patient(files: PatientFiles) -> tuple[PatientCheck, PatientImages | No
     whole = (0, ref_shape[0], 0, ref_shape[1], 0, ref_shape[2])
     other_grid: list[str] = []
     for name in volumes:
-        if name == reference or _same_grid(volumes[name], ref):
+        if name == reference or same_grid(volumes[name], ref):
             continue
         other = volumes[name]
         # overlap both ways: a small field of view inside T1C's, or T1C's inside a large one
@@ -647,6 +686,8 @@ def _load_patient(files: PatientFiles) -> tuple[PatientCheck, PatientImages | No
 
     if problems or roi is None or any(m not in volumes for m in MODALITIES):
         return check, None
+    if alignment:
+        check.warnings.extend(_alignment_warnings(pid, volumes, paths, roi))
     # Onto the T1C grid where needed, then reoriented to canonical: the bbox was read in the
     # stored grid and is carried along. The reoriented channels are views; np.stack makes the
     # one copy, in the layout of its inputs (nibabel's arrays are Fortran-ordered, and a copy
@@ -693,7 +734,9 @@ def _load_patient(files: PatientFiles) -> tuple[PatientCheck, PatientImages | No
     )
 
 
-def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
+def load_patient(
+    files: PatientFiles, alignment: bool = False
+) -> tuple[list[str], PatientImages | None]:
     """Load and check one patient's files; collect every problem rather than stop at the first.
 
     Checks: each file exists and is a readable 3D NIfTI; no NaN/inf voxels; every modality (and
@@ -702,10 +745,12 @@ def load_patient(files: PatientFiles) -> tuple[list[str], PatientImages | None]:
     grid (nibabel ``resample_from_to``: linear for images, nearest for the mask); mask labels
     are in {0, 1, 2}; the ROI (mask > 0, or the bbox in T1C's stored voxel grid) is non-empty,
     inside the volume and has some signal > 0. The images are then reoriented to canonical.
+    With ``alignment``, also whether FLAIR-C and ADC lie on the T1C anatomy (a quick rigid
+    registration, about 1 s a patient; a warning when they do not).
     Returns (problems, images); images is None when there is any problem, else its
     ``warnings`` and ``resampled`` say what to look at.
     """
-    check, images = _load_patient(files)
+    check, images = _load_patient(files, alignment)
     return check.problems, images
 
 
@@ -714,10 +759,10 @@ def check_patient(files: PatientFiles) -> list[str]:
     return _load_patient(files)[0].problems
 
 
-def inspect_patient(files: PatientFiles) -> PatientCheck:
+def inspect_patient(files: PatientFiles, alignment: bool = False) -> PatientCheck:
     """Problems, warnings and resampled files of one patient (``load_patient`` without the
     images, so that validation workers send back a few lines rather than volumes)."""
-    return _load_patient(files)[0]
+    return _load_patient(files, alignment)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -836,6 +881,20 @@ class CohortReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     resampled: dict[str, dict[str, str]] = field(default_factory=dict)
+    labelled: bool = True  # False: no label given, the class checks were skipped
+
+
+def has_labels(path: Path) -> bool:
+    """Whether the manifest gives any label (a ``who_grade`` or ``invasion`` cell that is not
+    empty). A manifest of patients to predict gives none; one that gives some must give all."""
+    if not path.is_file():
+        return True  # the labelled reading reports it
+    separator, _ = _find_separator(path)
+    if separator is None:
+        return True  # unreadable: the labelled reading reports why
+    table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    columns = [c for c in ("who_grade", "invasion") if c in table.columns]
+    return any((table[c].str.strip() != "").any() for c in columns)
 
 
 def _draw_checks(path: Path, table: pd.DataFrame, draws: int) -> tuple[list[str], list[str]]:
@@ -868,26 +927,38 @@ def check_cohort(
     workers: int | None = 1,
     progress: bool = False,
     draws: int | None = None,
+    alignment: bool = False,
 ) -> CohortReport:
     """Check a cohort: the manifest (see :func:`read_manifest`), every patient's files (see
     :func:`load_patient`) and, when ``draws`` is given, whether ``python -m tcl splits --draws
     DRAWS`` can split it (each class needs :data:`tcl.data.splits.MIN_PER_CLASS` patients).
-    No problem means that preprocess and splits accept the cohort."""
+    With ``alignment``, also whether FLAIR-C and ADC lie on the T1C anatomy (warnings).
+    No problem means that preprocess and splits accept the cohort.
+
+    A manifest without labels (patients to predict) is checked for everything else; the
+    report's ``labelled`` is then False.
+    """
     path = Path(path)
-    report = CohortReport()
-    table, problems = _read_table(path)
+    report = CohortReport(labelled=has_labels(path))
+    table, problems = _read_table(path, require_labels=report.labelled)
     report.problems.extend(problems)
     if table is None:
         return report
     patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
     n_workers = default_workers(len(patients), workers)
+    inspect = partial(inspect_patient, alignment=alignment)
     for check in map_patients(
-        inspect_patient, patients, workers=n_workers, progress=progress, desc="validate"
+        inspect, patients, workers=n_workers, progress=progress, desc="validate"
     ):
         report.problems.extend(check.problems)
-        report.warnings.extend(check.warnings)
+        report.warnings.extend(
+            w.replace(REGISTER_HINT, f"python -m tcl register {path} --out FOLDER")
+            for w in check.warnings
+        )
         if check.resampled:
             report.resampled[check.patient_id] = check.resampled
+    if not report.labelled:
+        return report
     labels_ok = (table["who_grade"] > 0).all() and (table["invasion"] >= 0).all()
     if draws is not None and labels_ok:
         problems, warnings = _draw_checks(path, table, draws)
@@ -919,7 +990,8 @@ def class_counts(table: pd.DataFrame) -> dict[str, int]:
 
 
 def cli_validate(argv: list[str]) -> int:
-    """``python -m tcl validate MANIFEST [--draws N] [--workers W] [--quiet]``."""
+    """``python -m tcl validate MANIFEST [--draws N] [--workers W] [--no-alignment-check]
+    [--quiet]``."""
     from tcl.data.splits import DEFAULT_DRAWS
 
     parser = argparse.ArgumentParser(
@@ -937,10 +1009,22 @@ def cli_validate(argv: list[str]) -> int:
         help=f"draws that splits will make (default {DEFAULT_DRAWS}, as make does)",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    parser.add_argument(
+        "--no-alignment-check",
+        action="store_true",
+        help=(
+            "skip the misregistration check (a quick registration of FLAIR-C and ADC onto "
+            "T1C, about 1 s a patient): misregistered series then go unnoticed"
+        ),
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     report = check_cohort(
-        args.manifest, workers=args.workers, progress=not args.quiet, draws=args.draws
+        args.manifest,
+        workers=args.workers,
+        progress=not args.quiet,
+        draws=args.draws,
+        alignment=not args.no_alignment_check,
     )
     if report.resampled:
         print(
@@ -954,11 +1038,20 @@ def cli_validate(argv: list[str]) -> int:
         print(f"{len(report.warnings)} warning(s):")
         for warning in report.warnings:
             print(f"  - {warning}")
+    if args.no_alignment_check:
+        print("alignment: not checked (--no-alignment-check)")
     if report.problems:
         print(f"{len(report.problems)} problem(s) in {args.manifest}:")
         for problem in report.problems:
             print(f"  - {problem}")
         return 1
+    if not report.labelled:
+        table = read_manifest(args.manifest, require_labels=False)
+        print(
+            f"OK: {len(table)} patients, no labels: the class checks (labels, class sizes, "
+            "draws) were skipped; such a cohort can be predicted, not trained on"
+        )
+        return 0
     table = read_manifest(args.manifest)
     counts = ", ".join(f"{name} {n}" for name, n in class_counts(table).items())
     print(f"OK: {len(table)} patients, {counts}")

@@ -1228,9 +1228,11 @@ def _compose_intensities(
 
 def _scanner_nuisance(
     rng: np.random.Generator, head: _Head, scanner: dict, params: SynthParams
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], tuple[float, float]]:
     """Raw scanner images from the relative ones in ``head.images`` (consumed in place): gain,
-    bias field and Rician noise on T1C / FLAIR-C; bias, 2 mm noise and misregistration on ADC."""
+    bias field and Rician noise on T1C / FLAIR-C; bias, 2 mm noise and misregistration on ADC.
+    Also returns that misregistration: the (x, y) mm by which the ADC map's content is moved
+    against T1C (a T1C point q shows in ADC at q + shift)."""
     x, y, z, spacing = head.x, head.y, head.z, head.spacing
     images = head.images
     shape = images["t1c"].shape
@@ -1270,7 +1272,7 @@ def _scanner_nuisance(
     ]
     adc = np.roll(adc, shift, axis=(0, 1))
     out["adc"] = np.maximum(adc, 0.0, out=adc)
-    return out
+    return out, (shift[0] * spacing[0], shift[1] * spacing[1])
 
 
 def render_patient(
@@ -1300,7 +1302,7 @@ def render_patient(
     signs = np.zeros(shape, dtype=np.uint8)
     signs[tuple(slice(region.lo[k], region.hi[k]) for k in range(3))] = region.signs
     voxel_mm3 = np.prod(head.spacing)
-    out = _scanner_nuisance(rng, head, scanner, params)
+    out, adc_shift = _scanner_nuisance(rng, head, scanner, params)
     out["mask"] = mask
     out["signs"] = signs
 
@@ -1309,6 +1311,9 @@ def render_patient(
         "latent_tumour_ml": float(region.fractions["tumour"].sum() * voxel_mm3 / 1000.0),
         "latent_oedema_ml": float(region.fractions["oedema"].sum() * voxel_mm3 / 1000.0),
         "latent_location": signs_drawn.location,
+        # the ADC map's deliberate (EPI-like) misregistration against T1C, in mm (RAS x, y)
+        "latent_adc_shift_x_mm": adc_shift[0],
+        "latent_adc_shift_y_mm": adc_shift[1],
     }
     return out, latent
 
