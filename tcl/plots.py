@@ -233,3 +233,33 @@ def ceiling_curve(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def registration_figure(
+    t1c: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    z: int,
+    box: tuple[int, int, int, int] | None = None,
+    title: str = "",
+) -> plt.Figure:
+    """One axial slice of T1C and of another series on T1C's grid, resampled through its own
+    header (``before``) and after registration (``after``); all [X, Y, Z] in T1C's stored
+    grid. ``box`` (x0, x1, y0, y1) outlines the lesion on every panel."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+    panels = (("T1C", t1c), ("FLAIR through its header", before), ("FLAIR registered", after))
+    for ax, (name, volume) in zip(axes, panels, strict=True):
+        picture = volume[:, :, z].T
+        low, high = np.percentile(picture, (1, 99.5))
+        ax.imshow(picture, cmap="gray", origin="lower", vmin=low, vmax=max(high, low + 1e-6))
+        if box is not None:
+            x0, x1, y0, y1 = box
+            ax.add_patch(
+                plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="tab:orange", lw=1.5)
+            )
+        ax.set_title(name)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or f"axial slice {z} of T1C")
+    fig.tight_layout()
+    return fig

@@ -5,12 +5,16 @@
     # in an environment with numpy, nibabel and the library (PYTHONPATH=. for tcl.data)
     python tools/registration_compare.py run /tmp/regcases --library sitk|dipy|ants \\
         [--real ../shared/data/tcga-fg-6692]
+    # the README's figure: T1C, FLAIR through its header, FLAIR registered
+    python tools/registration_compare.py figure ../shared/data/tcga-fg-6692
 
-``make-cases`` renders synthetic patients (256×256×24, the default cohort's geometry) and moves
-their FLAIR-C and ADC by random rigid transforms of up to 15° and 20 mm, half of them in the
-header (the affine changes, the voxels do not) and half in the data (the voxels are resampled,
-the affine stays). The truth of each case is the transform from T1C's world to where the anatomy
-now lies in the moved series (for ADC it includes the cohort's own 0–2 mm shift).
+``make-cases`` renders synthetic patients at 1 mm and acquires them in 6 mm slices (5 mm thick,
+the default cohort's geometry); FLAIR-C and ADC are moved by random rigid transforms of up to
+15° and 20 mm, half of them in the header (the affine changes, the voxels do not) and half in
+the data (the patient moved: the fine volume is resampled, then sliced; the series keeps only
+the slices whose middle lies in the old field of view). The truth of each case is the transform
+from T1C's world to where the anatomy now lies in the moved series (for ADC it includes the
+cohort's own 0–2 mm shift).
 
 ``run`` registers every case with one library and reports, per case and in summary, the RMS
 distance over the tumour and oedema voxels between the recovered and the true transform, the
@@ -45,7 +49,8 @@ def random_rigid(rng: np.random.Generator, centre: np.ndarray) -> np.ndarray:
     axis = rng.standard_normal(3)
     axis /= np.linalg.norm(axis)
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    rotation = np.eye(3) + math.sin(math.radians(angle)) * k + (1 - math.cos(math.radians(angle))) * k @ k
+    theta = math.radians(angle)
+    rotation = np.eye(3) + math.sin(theta) * k + (1 - math.cos(theta)) * k @ k
     shift = rng.standard_normal(3)
     shift *= rng.uniform(0, 20) / np.linalg.norm(shift)
     matrix = np.eye(4)
@@ -246,10 +251,11 @@ def run(cases_dir: Path, library: str, real: Path | None) -> None:
             flush=True,
         )
     errors = np.array(rows)
+    within = int(((errors[:, 0] <= 1) & (errors[:, 1] <= 1)).sum())
     print(
         f"{library}: {len(rows)} cases; RMS error over the ROI mean {errors[:, 0].mean():.2f} mm, "
         f"max {errors[:, 0].max():.2f} mm; rotation error max {errors[:, 1].max():.2f}°; "
-        f"within 1 mm and 1°: {int(((errors[:, 0] <= 1) & (errors[:, 1] <= 1)).sum())}/{len(rows)}; "
+        f"within 1 mm and 1°: {within}/{len(rows)}; "
         f"seconds per series mean {errors[:, 2].mean():.1f}, max {errors[:, 2].max():.1f}"
     )
     if real is not None:
@@ -267,6 +273,32 @@ def run(cases_dir: Path, library: str, real: Path | None) -> None:
         )
 
 
+def figure(real: Path, out: Path) -> None:
+    """T1C, FLAIR through its header and FLAIR registered, at the lesion's middle slice."""
+    from tcl.data.nifti import resample_to_grid
+    from tcl.data.register import register_rigid
+    from tcl.plots import save_figure
+
+    fixed = load_volume(real / "t1c.nii.gz", canonical=False)
+    moving = load_volume(real / "flair.nii.gz", canonical=False)
+    found = register_rigid(fixed, moving)
+    placed = {
+        name: resample_to_grid(
+            Volume(moving.data, np.linalg.inv(matrix) @ moving.affine),
+            fixed.data.shape, fixed.affine, order=1,
+        ).data
+        for name, matrix in (("before", np.eye(4)), ("after", found.matrix))
+    }  # fmt: skip
+    from tcl.plots import registration_figure
+
+    fig = registration_figure(
+        fixed.data, placed["before"], placed["after"], z=17, box=(55, 115, 125, 190),
+        title="TCGA-FG-6692: T1C slice 17 (stored grid), lesion box in orange",
+    )  # fmt: skip
+    for path in save_figure(fig, out.parent, out.stem):
+        print(f"wrote {path}")
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -278,8 +310,13 @@ def main(argv: list[str]) -> int:
     go.add_argument("cases", type=Path)
     go.add_argument("--library", choices=sorted(LIBRARIES), default="sitk")
     go.add_argument("--real", type=Path, default=None)
+    draw = verbs.add_parser("figure")
+    draw.add_argument("real", type=Path, help="the real patient's folder")
+    draw.add_argument("--out", type=Path, default=Path("figures/registration_real_patient.png"))
     args = parser.parse_args(argv)
-    if args.verb == "make-cases":
+    if args.verb == "figure":
+        figure(args.real, args.out)
+    elif args.verb == "make-cases":
         cases = make_cases(args.out, args.patients, args.seed)
         print(f"wrote {len(cases)} cases to {args.out}")
     else:
