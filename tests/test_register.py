@@ -315,3 +315,27 @@ def test_the_overview_of_a_box_only_patient_shows_a_slice_of_the_box():
     tumour = np.zeros((20, 20, 30), dtype=bool)
     tumour[6:9, 6:9, 14] = True
     assert overview_slice(maps, tumour, box) == 14  # a mask decides where it is given
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"the real patient's files are absent ({REAL})")
+def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsys):
+    """The issue's own trial: the three raw series in a manifest with a box around the lesion
+    (T2 stands in for ADC). validate names both series; after tcl register it names none."""
+    x0, x1, y0, y1, z0, z1 = REAL_BOX
+    manifest = tmp_path / "real.csv"
+    manifest.write_text(
+        "patient_id,t1c,flairc,adc,mask,x0,x1,y0,y1,z0,z1\n"
+        f"TCGA-FG-6692,{REAL / 't1c.nii.gz'},{REAL / 'flair.nii.gz'},{REAL / 't2.nii.gz'},,"
+        f"{x0},{x1},{y0},{y1},{z0},{z1}\n"
+    )
+    assert main(["validate", str(manifest), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    flagged = [line for line in out.splitlines() if "misregistered" in line]
+    assert [line.split(":")[0].strip(" -") for line in flagged] == [
+        "patient TCGA-FG-6692, flairc",
+        "patient TCGA-FG-6692, adc",
+    ], out
+    assert main(["register", str(manifest), "--out", str(tmp_path / "registered"), "--quiet"]) == 0
+    assert main(["validate", str(tmp_path / "registered" / "manifest.csv"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "misregistered" not in out and "OK: 1 patients, no labels" in out
