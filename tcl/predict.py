@@ -32,6 +32,7 @@ import torch
 from tcl.data.manifest import (
     PatientFiles,
     PatientImages,
+    add_alignment_option,
     default_workers,
     load_patient,
     map_patients,
@@ -355,14 +356,7 @@ def cli(argv: list[str]) -> int:
     )
     parser.add_argument("--workers", type=int, default=None, help="processes reading patients")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
-    parser.add_argument(
-        "--no-alignment-check",
-        action="store_true",
-        help=(
-            "skip the misregistration check (a quick registration of FLAIR-C and ADC onto "
-            "T1C, about 1 s a patient): misregistered series then go unnoticed"
-        ),
-    )
+    add_alignment_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     result = run_predict(

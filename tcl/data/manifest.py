@@ -989,6 +989,18 @@ def class_counts(table: pd.DataFrame) -> dict[str, int]:
     }
 
 
+def add_alignment_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-alignment-check``, for the verbs that read patients with the check on."""
+    parser.add_argument(
+        "--no-alignment-check",
+        action="store_true",
+        help=(
+            "skip the misregistration check (a quick registration of FLAIR-C and ADC onto "
+            "T1C, about 1 s a patient): misregistered series then go unnoticed"
+        ),
+    )
+
+
 def cli_validate(argv: list[str]) -> int:
     """``python -m tcl validate MANIFEST [--draws N] [--workers W] [--no-alignment-check]
     [--quiet]``."""
@@ -1009,14 +1021,7 @@ def cli_validate(argv: list[str]) -> int:
         help=f"draws that splits will make (default {DEFAULT_DRAWS}, as make does)",
     )
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
-    parser.add_argument(
-        "--no-alignment-check",
-        action="store_true",
-        help=(
-            "skip the misregistration check (a quick registration of FLAIR-C and ADC onto "
-            "T1C, about 1 s a patient): misregistered series then go unnoticed"
-        ),
-    )
+    add_alignment_option(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     report = check_cohort(
