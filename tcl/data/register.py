@@ -175,7 +175,7 @@ class Settings:
     start_deg: float = 10.0
     refine: int = 2
     coarse_sampling: float = 0.25
-    fine_sampling: float = 0.1
+    fine_sampling: float = 0.05
     coarse_iterations: int = 60
     fine_iterations: int = 10  # Powell's rounds over the six parameters
 
@@ -230,7 +230,8 @@ def _method(sampling: float, mask, seed: int):
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     method.SetMetricSamplingStrategy(method.RANDOM)
-    method.SetMetricSamplingPercentage(sampling, seed)
+    # ITK reads seed 0 as "seed from the wall clock": shift it, so that every seed is fixed
+    method.SetMetricSamplingPercentage(sampling, seed + 1)
     method.SetMetricFixedMask(mask)
     method.SetInterpolator(sitk.sitkLinear)
     return method
@@ -305,15 +306,17 @@ def register_rigid(
         coarse_fixed, coarse_moving, sitk.Euler3DTransform(),
         sitk.CenteredTransformInitializerFilter.MOMENTS,
     )  # fmt: skip
-    starts = [centred]
+    bases = [centred]
+    starts = list(bases)
     if settings.start_deg > 0:
-        for axis in range(3):
-            for sign in (-1.0, 1.0):
-                turned = sitk.Euler3DTransform(centred)
-                angles = [turned.GetAngleX(), turned.GetAngleY(), turned.GetAngleZ()]
-                angles[axis] += sign * math.radians(settings.start_deg)
-                turned.SetRotation(*angles)
-                starts.append(turned)
+        for base in bases:
+            for axis in range(3):
+                for sign in (-1.0, 1.0):
+                    turned = sitk.Euler3DTransform(base)
+                    angles = [turned.GetAngleX(), turned.GetAngleY(), turned.GetAngleZ()]
+                    angles[axis] += sign * math.radians(settings.start_deg)
+                    turned.SetRotation(*angles)
+                    starts.append(turned)
     results = []
     for start in starts:
         method = _method(settings.coarse_sampling, masks[settings.coarse_mm], seed)
