@@ -124,6 +124,26 @@ def seed_everything(seed: int) -> None:
         torch.manual_seed(seed)
 
 
+@contextlib.contextmanager
+def exit_on_sigterm(message: str) -> Iterator[None]:
+    """While the block runs, SIGTERM (``kill``, a container stop) ends the run like an error
+    does: the exception unwinds, so temporary files are removed and workers stopped, then the
+    process prints ``message`` and exits with status 143 (128 + 15)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        print(message, file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 class StopSignals:
     """SIGTERM and SIGINT as a request to stop, while the context is active.
 

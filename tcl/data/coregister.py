@@ -46,7 +46,7 @@ from tcl.data.manifest import (
 )
 from tcl.data.nifti import Volume, load_volume
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
-from tcl.utils import TclError, provenance, write_text_atomic
+from tcl.utils import TclError, exit_on_sigterm, provenance, write_text_atomic
 
 SEQUENCES = ("flairc", "adc")  # registered onto t1c
 REGISTRATION_COLUMNS = [
@@ -288,7 +288,10 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    frame = register_cohort(args.manifest, args.out, workers=args.workers, progress=not args.quiet)
+    with exit_on_sigterm(f"register: terminated (SIGTERM); nothing was written to {args.out}"):
+        frame = register_cohort(
+            args.manifest, args.out, workers=args.workers, progress=not args.quiet
+        )
     series = frame[frame["series"] != "mask"]
     if not args.quiet:
         moved = series[(series["offset_mm"] > 0) | (series["rotation_deg"] > 0)]

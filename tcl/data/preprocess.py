@@ -40,9 +40,7 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +57,7 @@ from tcl.data.manifest import (
     read_csv_text_ids,
     read_manifest,
 )
-from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
+from tcl.utils import TclError, atomic_path, exit_on_sigterm, provenance, write_text_atomic
 
 # Bump when the preprocessing changes what it writes: it is part of the input hash, so every
 # existing cache is rebuilt on the next run.
@@ -475,26 +473,6 @@ def _build_cache(
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
 
 
-@contextlib.contextmanager
-def _exit_on_sigterm() -> Iterator[None]:
-    """While the block runs, SIGTERM (``kill``, a container stop) ends the run like an error
-    does: the exception unwinds, so the temporary volumes file is removed, the workers are
-    stopped and the lock is released, then the process exits with status 143 (128 + 15)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def terminate(signum: int, frame: object) -> None:
-        print("preprocess: terminated (SIGTERM); the cache folder is as it was", file=sys.stderr)
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def cli(argv: list[str]) -> int:
     """``python -m tcl preprocess --manifest M --out DIR [--size H W D] [--margin M]
     [--workers W] [--quiet]``."""
@@ -520,7 +498,7 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     args = parser.parse_args(argv)
-    with _exit_on_sigterm():
+    with exit_on_sigterm("preprocess: terminated (SIGTERM); the cache folder is as it was"):
         out = preprocess_cohort(
             args.manifest,
             args.out,
