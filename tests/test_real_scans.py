@@ -302,8 +302,11 @@ def test_a_manifest_with_another_separator_is_refused_naming_the_separator(tmp_p
 # "slow-load": each patient's loading (in the workers) records the worker's pid, then waits;
 # "slow-publish": the main process, about to write index.csv, records it, then waits.
 DRIVER = """
-import os, sys, time
+import os, signal, sys, time
 from pathlib import Path
+# Ctrl-C as a terminal gives it, even when this suite was started with SIGINT ignored (a
+# background job of a shell without job control): Python keeps an inherited ignore
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import tcl.data.preprocess as pre
 mode, marks, pause = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
 load_patient, write_text_atomic = pre.load_patient, pre.write_text_atomic
