@@ -40,11 +40,12 @@ from tcl.data.manifest import (
     _find_separator,
     default_workers,
     map_patients,
+    nonfinite_problem,
     read_csv_text_ids,
     read_manifest,
     same_grid,
 )
-from tcl.data.nifti import Volume, load_volume
+from tcl.data.nifti import load_volume
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
 from tcl.utils import TclError, exit_on_sigterm, provenance, write_text_atomic
 
@@ -106,7 +107,9 @@ def register_patient(
     for series in SEQUENCES:
         path = files.paths[series]
         moving = load_volume(path, what=f"patient {pid}, {series}", canonical=False)
-        _check_finite(moving, pid, series, path)
+        problem = nonfinite_problem(moving, pid, series, path)
+        if problem:
+            raise TclError(problem)
         try:
             registration = register_rigid(t1c, moving, settings)
         except TclError as error:
@@ -143,12 +146,6 @@ def register_patient(
                 )  # fmt: skip
             )
     return results
-
-
-def _check_finite(volume: Volume, pid: str, series: str, path: str) -> None:
-    bad = int(np.count_nonzero(~np.isfinite(volume.data)))
-    if bad:
-        raise TclError(f"patient {pid}, {series}: {bad} NaN/inf voxel(s) in {path}")
 
 
 def _register_job(job: tuple[int, PatientFiles], staging: Path, settings: Settings, threads: int):

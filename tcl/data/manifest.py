@@ -540,6 +540,12 @@ def _signal_checks(
     return problems, warnings
 
 
+def nonfinite_problem(volume: Volume, pid: str, name: str, path: str) -> str | None:
+    """The problem of a volume with NaN or infinite voxels, or None."""
+    bad = int(np.count_nonzero(~np.isfinite(volume.data)))
+    return f"patient {pid}, {name}: {bad} NaN/inf voxel(s) in {path}" if bad else None
+
+
 def _alignment_warnings(
     pid: str,
     volumes: dict[str, Volume],
@@ -592,9 +598,9 @@ def _load_patient(
         except TclError as error:
             problems.append(str(error))
             continue
-        bad = int(np.count_nonzero(~np.isfinite(volume.data)))
-        if bad:
-            problems.append(f"patient {pid}, {name}: {bad} NaN/inf voxel(s) in {path}")
+        problem = nonfinite_problem(volume, pid, name, path)
+        if problem:
+            problems.append(problem)
         volumes[name] = volume
 
     # The reference grid is T1C's (the first readable modality when T1C itself is broken).

@@ -194,8 +194,7 @@ MIN_VOXELS = 8
 
 def _extent_voxels(volume: Volume, mm: float) -> list[int]:
     """How many voxels of ``mm`` span the volume's field of view along each of its axes."""
-    spacing = np.sqrt((volume.affine[:3, :3] ** 2).sum(axis=0))
-    return [int(round(n * s / mm)) for n, s in zip(volume.data.shape, spacing, strict=True)]
+    return [int(round(n * s / mm)) for n, s in zip(volume.data.shape, volume.spacing, strict=True)]
 
 
 def _working_image(image, mm: float):
@@ -306,17 +305,15 @@ def register_rigid(
         coarse_fixed, coarse_moving, sitk.Euler3DTransform(),
         sitk.CenteredTransformInitializerFilter.MOMENTS,
     )  # fmt: skip
-    bases = [centred]
-    starts = list(bases)
+    starts = [centred]
     if settings.start_deg > 0:
-        for base in bases:
-            for axis in range(3):
-                for sign in (-1.0, 1.0):
-                    turned = sitk.Euler3DTransform(base)
-                    angles = [turned.GetAngleX(), turned.GetAngleY(), turned.GetAngleZ()]
-                    angles[axis] += sign * math.radians(settings.start_deg)
-                    turned.SetRotation(*angles)
-                    starts.append(turned)
+        for axis in range(3):
+            for sign in (-1.0, 1.0):
+                turned = sitk.Euler3DTransform(centred)
+                angles = [turned.GetAngleX(), turned.GetAngleY(), turned.GetAngleZ()]
+                angles[axis] += sign * math.radians(settings.start_deg)
+                turned.SetRotation(*angles)
+                starts.append(turned)
     results = []
     for start in starts:
         method = _method(settings.coarse_sampling, masks[settings.coarse_mm], seed)
@@ -337,7 +334,7 @@ def register_rigid(
             better = _euler(method.Execute(fine_fixed, fine_moving))
             refined.append((method.GetMetricValue(), better))
         results = sorted(refined, key=lambda result: result[0])
-    best_value, best = results[0]
+    best = results[0][1]
     # both values on the same grid and samples, so that they compare
     last_fixed, last_moving = grids[last_mm]
     sampling = settings.fine_sampling if settings.refine > 0 else settings.coarse_sampling
