@@ -106,7 +106,7 @@ def misregistration(
     rotations), so the warning reports it as approximate and ``python -m tcl register`` does
     the real work.
     """
-    if min(_extent_voxels(t1c, QUICK.coarse_mm)) < MIN_VOXELS:
+    if any(min(_extent_voxels(v, QUICK.coarse_mm)) < MIN_VOXELS for v in (t1c, series)):
         return None  # a field of view this small holds too little anatomy to register
     found = register_rigid(t1c, series, QUICK, seed=seed)
     if found.mi_after <= found.mi_before:
