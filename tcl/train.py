@@ -404,10 +404,19 @@ def forward_backward(
 
 
 def rng_states(shuffle: torch.Generator, augment_gen: torch.Generator) -> dict[str, Any]:
-    """Every random state a resumed run needs to continue identically."""
+    """Every random state a resumed run needs to continue identically, as tensors and plain
+    values only (NumPy's state as a tensor too), so that :func:`load_checkpoint` can read it
+    without unpickling any class."""
+    bit_generator, key, pos, has_gauss, cached_gaussian = np.random.get_state()
     states = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "bit_generator": str(bit_generator),
+            "key": torch.from_numpy(key.astype(np.int64)),  # MT19937: 624 × uint32
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
         "torch": torch.get_rng_state(),
         "shuffle": shuffle.get_state(),
         "augment": augment_gen.get_state(),
@@ -421,7 +430,14 @@ def restore_rng_states(
     states: dict[str, Any], shuffle: torch.Generator, augment_gen: torch.Generator
 ) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy_state = states["numpy"]
+    np.random.set_state((
+        numpy_state["bit_generator"],
+        numpy_state["key"].numpy().astype(np.uint32),
+        numpy_state["pos"],
+        numpy_state["has_gauss"],
+        numpy_state["cached_gaussian"],
+    ))  # fmt: skip
     torch.set_rng_state(states["torch"])
     shuffle.set_state(states["shuffle"])
     augment_gen.set_state(states["augment"])
@@ -432,6 +448,31 @@ def restore_rng_states(
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint.pt without running code from it.
+
+    A results folder on a shared filesystem can be written by others, and unpickling a file
+    can run any code its writer chose. ``weights_only=True`` makes torch's unpickler accept
+    tensors, state dicts and plain Python values (str, int, float, bool, None, list, tuple,
+    dict) and nothing else; that is all :meth:`TrainingState.checkpoint` writes, so no class
+    needs allow-listing. Anything more (a pickled object, the NumPy arrays of checkpoints from
+    before this rule) is refused with TclError, naming the file and what it held.
+    """
+    import pickle
+    import re
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"GLOBAL ([\w.]+)", str(error))
+        what = f"it refers to {found.group(1)}" if found else str(error).splitlines()[0]
+        raise TclError(
+            f"{path} holds more than tensors and plain values ({what}); tcl does not unpickle "
+            "it, since that could run code from whoever wrote the file. Delete it (or pass "
+            "--force) to start this run over"
+        ) from None
 
 
 class RunInterrupted(TclError):
@@ -590,7 +631,7 @@ def resolve_existing(
         )
     checkpoint = None
     if checkpoint_path.exists() and not force:
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(checkpoint_path)
         if checkpoint.get("key") != key:
             if not retrain:
                 raise TclError(

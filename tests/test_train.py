@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from tcl.config import CONFIGS, get_profile
+from tcl.utils import TclError
 
 
 def write_tiny_cache(
@@ -197,9 +198,9 @@ TIMES = ["seconds", "samples_per_s"]
 
 def checkpoint_position(run_dir: Path) -> tuple[int, int]:
     """(epoch in progress, steps of it done) of a run's checkpoint.pt."""
-    import torch
+    from tcl.train import load_checkpoint
 
-    state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(run_dir / "checkpoint.pt")
     return state["epoch"], state["step"]
 
 
@@ -212,6 +213,34 @@ def test_checkpoint_after_every_step_at_interval_zero_and_resume(cohort, uninter
     # the interval is no part of the run's identity: another one resumes this checkpoint
     run(cohort, out, profile=LONGER)
     assert_same_run(out, uninterrupted)
+
+
+class _Planted:
+    """What a stranger could pickle into a checkpoint: unpickling it would create a file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_carrying_a_pickled_object_is_refused_without_running_it(cohort, tmp_path):
+    import torch
+
+    from tcl.train import load_checkpoint
+
+    out = tmp_path / "run"
+    run(cohort, out, profile=replace(LONGER, checkpoint_minutes=0.0), max_epochs=1)
+    state = load_checkpoint(out / "checkpoint.pt")  # what tcl writes loads safely
+    marker = tmp_path / "code-ran"
+    state["history"].append(_Planted(marker))
+    torch.save(state, out / "checkpoint.pt")
+    with pytest.raises(
+        TclError, match=r"checkpoint\.pt holds more than tensors and plain values \(it refers to "
+    ):
+        run(cohort, out, profile=LONGER)
+    assert not marker.exists() and not (out / "predictions.csv").exists()
 
 
 def test_checkpoint_by_time_mid_epoch_and_resume(cohort, uninterrupted, tmp_path, monkeypatch):
