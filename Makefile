@@ -20,6 +20,11 @@
 #   CPU_ISA=native | avx2            avx2: CPU kernels limited to AVX2 (ATen, oneDNN, MKL), so
 #                                    that machines with and without AVX-512 compute the same
 #                                    sums; 75 % slower on an AVX-512 CPU (README, "Reproducing")
+#   LAUNCH="srun --gres=gpu:1 ..."   run every training as a Slurm job (or, inside an allocation,
+#                                    a job step): the command goes in front of each training's
+#                                    notebook; Slurm picks the GPU (README, "Running on a cluster")
+#   LAUNCH_CPU="srun -c 16 ..."      the same for the CPU-heavy data steps (synth, preprocess,
+#                                    radiomics); empty: they run where make runs
 SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .SECONDARY:
@@ -42,6 +47,12 @@ SEED    ?=
 # GPU ids the trainings share out, one per training at a time (tcl.notebooks --gpus); empty =
 # every training sees all GPUs and uses the first.
 GPUS    ?=
+# A command that runs a training elsewhere, e.g. "srun --gres=gpu:1 --cpus-per-task=8": make
+# stays the graph of what is missing, the scheduler runs each training (job name
+# tcl-<profile>-<config>-draw<K>, through srun's SLURM_JOB_NAME). LAUNCH_CPU: the same for the
+# data steps. Results must then sit on a filesystem the nodes share (README).
+LAUNCH  ?=
+LAUNCH_CPU ?=
 # Configurations whose trained networks are kept (model.safetensors + model.json, for tcl
 # predict); the proposed one always is (06 and 07 use it). At paper width a network is 0.8 GB.
 SAVE_WEIGHTS ?=
@@ -85,9 +96,9 @@ $(VENV)/.installed: pyproject.toml
 # (auto needs torch to look for CUDA). A THREADS or make -j given by the user is kept.
 THREADS_GIVEN = $(if $(filter command line environment,$(origin THREADS)),$(THREADS),auto)
 all: env
-	@plan=$$($(PYTHON) -m tcl.config plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS") || exit 1; \
+	@plan=$$($(PYTHON) -m tcl.config plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS" $(if $(strip $(LAUNCH)),--launched)) || exit 1; \
 	read profile jobs threads jflag <<< "$$plan"; \
-	echo "tcl: $$jobs training(s) at once, $$threads CPU thread(s) each (0 = all cores)"; \
+	echo "tcl: $$jobs training(s) at once, $$threads CPU thread(s) each (0 = all cores)$(if $(strip $(LAUNCH)), through: $(LAUNCH))"; \
 	$(MAKE) --no-print-directory $$([ "$$jflag" = - ] || echo $$jflag) pipeline PROFILE=$$profile THREADS=$$threads DATA="$(DATA)" DRAWS="$(DRAWS)" SEED="$(SEED)"
 
 test: env
@@ -119,6 +130,12 @@ else
   COHORT      := $(notdir $(patsubst %/,%,$(dir $(abspath $(DATA)))))
   MANIFEST    := $(DATA)
 endif
+ifneq ($(and $(strip $(LAUNCH)),$(strip $(GPUS))),)
+$(error GPUS and LAUNCH were both given: with LAUNCH the scheduler gives each training its GPU (e.g. srun --gres=gpu:1); drop GPUS)
+endif
+# $(call launched,COMMAND,JOB-NAME): COMMAND run through LAUNCH (or LAUNCH_CPU for data steps),
+# named for the scheduler's queue; as is when the knob is empty.
+launched = $(if $(strip $(1)),SLURM_JOB_NAME=$(2) $(1))
 CACHE     := data/$(COHORT)/$(SIZE_NAME)
 SPLITS    := data/$(COHORT)/splits.json
 # Your own cohort's outputs sit beside the synthetic ones instead of replacing them.
@@ -158,14 +175,14 @@ announce:
 
 ifeq ($(DATA),)
 $(MANIFEST): $(DATA_SOURCES)
-	$(PYTHON) -m tcl synth --out $(dir $@) --seed 0 $(SYNTH_ARGS) $(QUIET)
+	$(call launched,$(LAUNCH_CPU),tcl-synth) $(PYTHON) -m tcl synth --out $(dir $@) --seed 0 $(SYNTH_ARGS) $(QUIET)
 endif
 
 # A real cohort is validated first (every problem listed at once); the synthetic one is checked
 # by the test suite, and preprocessing still stops on any bad input.
 $(CACHE)/meta.json: $(MANIFEST) $(DATA_SOURCES)
 	$(if $(DATA),$(PYTHON) -m tcl validate $(MANIFEST))
-	$(PYTHON) -m tcl preprocess --manifest $(MANIFEST) --out $(CACHE) --size $(SIZE) $(QUIET)
+	$(call launched,$(LAUNCH_CPU),tcl-preprocess) $(PYTHON) -m tcl preprocess --manifest $(MANIFEST) --out $(CACHE) --size $(SIZE) $(QUIET)
 
 $(SPLITS): $(MANIFEST) tcl/data/splits.py
 	$(PYTHON) -m tcl splits --manifest $(MANIFEST) --out $@ --draws 3 --seed 666
@@ -176,12 +193,12 @@ $(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl
 # One training notebook per configuration and draw; the run's predictions.csv is the target.
 define TRAIN_RULE
 $(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
-	$(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) $(if $(SEED),-p seed $(SEED)) -p threads $(THREADS) -p retrain True -p save_weights $(if $(filter $(1),$(SAVED_CONFIGS)),True,False)
+	$(call launched,$(LAUNCH),tcl-$(PROFILE)-$(1)-draw$(2)) $(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) $(if $(SEED),-p seed $(SEED)) -p threads $(THREADS) -p retrain True -p save_weights $(if $(filter $(1),$(SAVED_CONFIGS)),True,False)
 endef
 $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
 
 $(RADIOMICS) &: $(MANIFEST) $(SPLITS) tcl/radiomics.py
-	$(PYTHON) -m tcl radiomics --manifest $(MANIFEST) --splits $(SPLITS) --out $(RUNS)/radiomics
+	$(call launched,$(LAUNCH_CPU),tcl-radiomics) $(PYTHON) -m tcl radiomics --manifest $(MANIFEST) --splits $(SPLITS) --out $(RUNS)/radiomics
 
 # The draws evaluated are part of the evaluation's inputs: this file changes when DRAWS does.
 $(EVAL)/draws.txt: FORCE

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from tcl.utils import TclError
+from tcl.utils import TclError, available_cpus
 
 # Table 2's compared multi-task methods, Table 3's ablations, and the proposed network.
 COMPARED = ("efmt", "mfmt", "mmoe", "maml")
@@ -248,26 +248,34 @@ def parallel_plan(
 
 def _make_jobs(makeflags: str) -> int | None:
     """N of the ``-jN`` in make's MAKEFLAGS (the cores for a bare ``-j``), None without one."""
-    import os
     import re
 
     match = re.search(r"(?:^|\s)-j(\d*)(?:\s|$)", f" {makeflags} ")
     if match is None:
         return None
-    return int(match.group(1)) if match.group(1) else os.cpu_count() or 1
+    return int(match.group(1)) if match.group(1) else available_cpus()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m tcl.config plan PROFILE JOBS THREADS MAKEFLAGS`` prints what ``make all``
-    runs with: ``PROFILE JOBS THREADS JFLAG`` (PROFILE auto resolved: paper on CUDA, else
-    quick; JOBS/THREADS ``auto`` or a number; JFLAG the -j option for the inner make, ``-`` when
-    the user's own ``make -jN`` already shares job slots)."""
-    import os
+    """``python -m tcl.config plan PROFILE JOBS THREADS MAKEFLAGS [--launched]`` prints what
+    ``make all`` runs with: ``PROFILE JOBS THREADS JFLAG`` (PROFILE auto resolved: paper on CUDA,
+    else quick; JOBS/THREADS ``auto`` or a number; JFLAG the -j option for the inner make, ``-``
+    when the user's own ``make -jN`` already shares job slots).
+
+    ``--launched``: the trainings run elsewhere (``make all LAUNCH="srun ..."``), so this
+    machine's cores and GPUs decide nothing. PROFILE must be named, not auto; the trainings at
+    once are JOBS, else make's -jN, else all of them (the scheduler queues what does not fit);
+    THREADS defaults to 0, all the CPUs the job is given."""
     import sys
 
     args = sys.argv[1:] if argv is None else argv
+    launched = "--launched" in args
+    args = [arg for arg in args if arg != "--launched"]
     if len(args) != 5 or args[0] != "plan":
-        print("usage: python -m tcl.config plan PROFILE JOBS THREADS MAKEFLAGS", file=sys.stderr)
+        print(
+            "usage: python -m tcl.config plan PROFILE JOBS THREADS MAKEFLAGS [--launched]",
+            file=sys.stderr,
+        )
         return 2
     profile, jobs, threads, makeflags = args[1:]
 
@@ -279,6 +287,19 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             raise TclError(f"{name} must be auto or a whole number, got {value!r}") from None
 
+    make_jobs = _make_jobs(makeflags)
+    if launched:
+        if profile == "auto":
+            raise TclError(
+                "PROFILE=auto chooses by whether this machine has CUDA, but with LAUNCH the "
+                "trainings run on other machines: name it, e.g. PROFILE=paper"
+            )
+        get_profile(profile)
+        n = number("JOBS", jobs) or make_jobs or len(CONFIGS) * 3  # all 27 trainings
+        k = number("THREADS", threads) or 0
+        print(profile, n, k, "-" if make_jobs else f"-j{n}")
+        return 0
+
     import torch
 
     cuda = torch.cuda.is_available()
@@ -286,9 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     if profile == "auto":
         profile = "paper" if cuda else "quick"
     get_profile(profile)
-    make_jobs = _make_jobs(makeflags)
     n, k = parallel_plan(
-        os.cpu_count() or 1,
+        available_cpus(),
         cuda,
         number("JOBS", jobs),
         number("THREADS", threads),

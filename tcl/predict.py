@@ -40,7 +40,7 @@ from tcl.data.manifest import (
 )
 from tcl.data.preprocess import crop_box, preprocess_images, square_padding
 from tcl.saved import DECISION_RULE, ModelSpec, load_model, read_spec
-from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
+from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
 
 PREDICT_COLUMNS = ("patient_id", "p_invasion", "p_high_grade", "pred_invasion", "pred_high_grade")
 # tcl.metrics.TASKS, restated: importing tcl.metrics (scipy.stats) would add 0.5 s to start-up
@@ -260,7 +260,7 @@ def run_predict(
         raise TclError(f"--out {out} is a folder; give the CSV file to write")
     torch_device = resolve_device(device)
     if torch_device.type == "cpu":
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        torch.set_num_threads(threads or available_cpus())
     loaded = load_models(list(models), torch_device)
     spec = loaded[0][1]
     table, patients = read_patients(manifest)

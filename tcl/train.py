@@ -52,6 +52,7 @@ import functools
 import hashlib
 import json
 import os
+import platform
 import random
 import signal
 import sys
@@ -77,6 +78,7 @@ from tcl.utils import (
     StopSignals,
     TclError,
     atomic_path,
+    available_cpus,
     provenance,
     seed_everything,
     write_text_atomic,
@@ -141,7 +143,7 @@ def configure_backend(device: torch.device, threads: int | None = None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     else:
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        torch.set_num_threads(threads or available_cpus())
         # Same seed, same machine → same predictions; warn_only keeps ops without a
         # deterministic CPU kernel usable (none of ours needs it, to our knowledge).
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -1003,6 +1005,7 @@ def describe_run(
         "profile": profile.to_dict(),
         "key": key,
         "device": device_name(device),
+        "gpu": gpu_identity(device),  # which card; host and Slurm job are in provenance
         "threads": torch.get_num_threads(),
         "kernels": kernels(device),
         "compile": compile,
@@ -1198,8 +1201,6 @@ def kernel_setup(device: torch.device) -> str:
 
 def cpu_model() -> str:
     """The CPU's model name (Linux /proc/cpuinfo; else what platform reports)."""
-    import platform
-
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -1274,9 +1275,21 @@ def device_name(device: torch.device) -> str:
     """A human-readable device description for run.json."""
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
-    import platform
+    return f"cpu: {platform.processor() or platform.machine()}, {available_cpus()} cores"
 
-    return f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+def gpu_identity(device: torch.device) -> dict[str, str] | None:
+    """Which card a CUDA run used, for run.json: its UUID (the same in nvidia-smi and Slurm's
+    logs whatever the numbering) and CUDA_VISIBLE_DEVICES as the process saw it (Slurm's
+    ``--gres=gpu`` sets it); None on CPU."""
+    if device.type != "cuda":
+        return None
+    properties = torch.cuda.get_device_properties(device)
+    return {
+        "name": properties.name,
+        "uuid": str(getattr(properties, "uuid", "unknown")),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "(not set: all)"),
+    }
 
 
 # ---------------------------------------------------------------------------- command line

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
@@ -104,12 +105,47 @@ def package_versions(names: tuple[str, ...] = PROVENANCE_PACKAGES) -> dict[str, 
     return versions
 
 
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (Linux), which
+    is what Slurm's task binding, ``taskset`` or a container limit leaves it, capped by
+    ``SLURM_CPUS_PER_TASK`` where Slurm says so without binding; else all the machine's."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(cpus, int(per_task)) if per_task.isdigit() and int(per_task) > 0 else cpus
+
+
+# What Slurm tells a job's processes about where they run (sbatch/srun output variables).
+SLURM_VARIABLES = {
+    "job_id": "SLURM_JOB_ID",
+    "step_id": "SLURM_STEP_ID",
+    "job_name": "SLURM_JOB_NAME",
+    "node": "SLURMD_NODENAME",
+    "cluster": "SLURM_CLUSTER_NAME",
+    "cpus_per_task": "SLURM_CPUS_PER_TASK",
+    "gpus": "SLURM_STEP_GPUS",  # the GPU indices of the step (--gres=gpu:N), if any
+    "job_gpus": "SLURM_JOB_GPUS",
+}
+
+
+def slurm_job() -> dict[str, str] | None:
+    """The Slurm job, step, node and GPUs this process runs in; None outside Slurm."""
+    if "SLURM_JOB_ID" not in os.environ:
+        return None
+    return {name: os.environ[var] for name, var in SLURM_VARIABLES.items() if var in os.environ}
+
+
 def provenance() -> dict[str, object]:
-    """What made an output: commit, package versions, machine and command line."""
+    """What made an output: commit, package versions, machine (host name, Slurm job if any)
+    and command line."""
     return {
         "commit": git_commit(),
         "versions": package_versions(),
         "machine": platform.platform(),
+        "host": platform.node(),
+        "slurm": slurm_job(),
         "command": " ".join(sys.argv),
     }
 
@@ -152,20 +188,31 @@ class StopSignals:
     handlers and raises KeyboardInterrupt at once, for whoever really means it. Handlers can
     only be installed in the main thread; elsewhere signals keep their usual effect. On exit
     the previous handlers are back.
+
+    A SIGTERM that follows the first within ``SAME_REQUEST_S`` is that same request, not a
+    second one: a scheduler stopping a job (Slurm's ``scancel``, a time limit, preemption)
+    signals every process of the job, so a notebook's kernel receives Slurm's SIGTERM and the
+    one tcl.notebooks passes on to it, milliseconds apart. A person who means it sends the
+    second signal later, or presses Ctrl-C (SIGINT), which always counts.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SAME_REQUEST_S = 1.0
 
     def __init__(self, on_first: Callable[[int], None]) -> None:
         self.on_first = on_first
         self.signum: int | None = None
+        self._first_at = 0.0
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signum is not None:
+            repeat = signum == signal.SIGTERM and self.signum == signal.SIGTERM
+            if repeat and time.monotonic() - self._first_at < self.SAME_REQUEST_S:
+                return
             self._restore()
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._first_at = signum, time.monotonic()
         self.on_first(signum)
 
     def _restore(self) -> None:

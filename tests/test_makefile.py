@@ -143,3 +143,51 @@ def test_all_runs_trainings_side_by_side_with_one_thread_each_on_cpu():
     assert "-p threads 1 " in training_command(lines) and len(trainings(lines)) == 9
     lines = plan("JOBS=1")
     assert "tcl: 1 training(s) at once" in "\n".join(lines)
+
+
+def test_launch_runs_each_training_through_the_scheduler_named_and_data_steps_on_request():
+    lines = dry_run("PROFILE=smoke", "LAUNCH=srun --gres=gpu:1 -c 8", "LAUNCH_CPU=srun -c 16")
+    commands = [line for line in lines if "02_train_" in line]
+    assert len(commands) == 27
+    for command in commands:
+        config, draw = trainings([command])[0].rsplit("_", 1)  # e.g. proposed, draw0
+        name = f"SLURM_JOB_NAME=tcl-smoke-{config}-{draw} srun --gres=gpu:1 -c 8 "
+        assert command.startswith(name + f"{sys.executable} -m tcl.notebooks"), command
+    for step in ("tcl synth", "tcl preprocess", "tcl radiomics"):
+        line = next(line for line in lines if step in line)
+        assert line.startswith(f"SLURM_JOB_NAME=tcl-{step.split()[1]} srun -c 16 "), line
+    # the evaluation and the report notebooks stay where make runs
+    assert not any("srun" in line for line in lines if "tcl evaluate" in line or "05_" in line)
+    # LAUNCH alone: data steps run locally
+    lines = dry_run("PROFILE=smoke", "LAUNCH=srun")
+    assert not any("srun" in line for line in lines if "tcl preprocess" in line)
+    assert all(line.startswith("SLURM_JOB_NAME=") for line in lines if "02_train_" in line)
+
+
+def test_launch_with_gpus_is_refused_since_slurm_chooses_the_gpu():
+    result = subprocess.run(
+        ["make", "-n", "pipeline", f"PYTHON={sys.executable}", "PROFILE=smoke", "GPUS=0,1",
+         "LAUNCH=srun --gres=gpu:1"],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "GPUS and LAUNCH were both given" in result.stderr
+
+
+def test_all_with_launch_needs_a_named_profile_and_queues_every_training():
+    def all_(*variables: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["make", "-n", "-B", *flags, "all", f"PYTHON={sys.executable}", "LAUNCH=srun",
+             *variables],
+            cwd=ROOT, capture_output=True, text=True,
+        )  # fmt: skip
+
+    refused = all_()  # PROFILE=auto would look for CUDA on this machine, not the nodes
+    assert refused.returncode != 0 and "PROFILE=auto chooses by whether this machine" in (
+        refused.stderr
+    )
+    planned = all_("PROFILE=paper")
+    assert planned.returncode == 0, planned.stderr
+    assert "tcl: 27 training(s) at once, 0 CPU thread(s) each" in planned.stdout
+    assert "through: srun" in planned.stdout
+    planned = all_("PROFILE=smoke", "THREADS=4", flags=("-j", "5"))
+    assert "tcl: 5 training(s) at once, 4 CPU thread(s) each" in planned.stdout

@@ -319,16 +319,41 @@ def test_resuming_with_another_thread_count_says_it_is_not_bit_identical(cohort,
     assert "resuming" in said and "cpu with 1 thread(s)" in said and "not be bit-identical" in said
 
 
-def test_a_second_signal_aborts_at_once_without_checkpoint(cohort, tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_second_signal_aborts_at_once_without_checkpoint(cohort, tmp_path, monkeypatch, name):
     import signal
 
-    before = signal.getsignal(signal.SIGTERM)
-    signalling_step(monkeypatch, 2, signal.SIGTERM, signal.SIGTERM)
+    from tcl.utils import StopSignals
+
+    signum = getattr(signal, name)
+    before = signal.getsignal(signum)
+    # a second SIGTERM counts once it comes later than a scheduler's duplicate would
+    monkeypatch.setattr(StopSignals, "SAME_REQUEST_S", 0.0)
+    signalling_step(monkeypatch, 2, signum, signum)
     out = tmp_path / "aborted"
     with pytest.raises(KeyboardInterrupt):
         run(cohort, out, profile=LONGER)
     assert not (out / "checkpoint.pt").exists() and not (out / "predictions.csv").exists()
-    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.getsignal(signum) is before
+
+
+def test_two_sigterms_at_once_are_one_request_as_when_slurm_stops_a_notebook(
+    cohort, uninterrupted, tmp_path, monkeypatch
+):
+    """scancel reaches a notebook's kernel twice (Slurm signals every process of the job, and
+    tcl.notebooks forwards its own): the run must still checkpoint, not abort."""
+    import signal
+
+    from tcl.train import RunInterrupted
+
+    signalling_step(monkeypatch, 5, signal.SIGTERM, signal.SIGTERM)
+    out = tmp_path / "stopped"
+    with pytest.raises(RunInterrupted, match="by SIGTERM in epoch 2 of 4 after step 2/3"):
+        run(cohort, out, profile=LONGER)
+    assert checkpoint_position(out) == (1, 2)
+    monkeypatch.undo()
+    run(cohort, out, profile=LONGER)
+    assert_same_run(out, uninterrupted)
 
 
 def test_train_command_exits_on_sigterm_with_one_line_and_a_checkpoint(cohort, tmp_path):

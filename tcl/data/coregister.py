@@ -47,7 +47,7 @@ from tcl.data.manifest import (
 )
 from tcl.data.nifti import load_volume
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
-from tcl.utils import TclError, exit_on_sigterm, provenance, write_text_atomic
+from tcl.utils import TclError, available_cpus, exit_on_sigterm, provenance, write_text_atomic
 
 SEQUENCES = ("flairc", "adc")  # registered onto t1c
 REGISTRATION_COLUMNS = [
@@ -219,7 +219,7 @@ def register_cohort(
     start = time.perf_counter()
     try:
         n_workers = default_workers(len(patients), workers)
-        threads = max(1, (os.cpu_count() or 1) // n_workers)
+        threads = max(1, available_cpus() // n_workers)
         worker = partial(_register_job, staging=staging, settings=settings, threads=threads)
         results: list[SeriesResult] = []
         outcomes = map_patients(

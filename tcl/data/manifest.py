@@ -58,7 +58,7 @@ from tcl.data.nifti import (
     world_extent,
 )
 from tcl.data.register import OFFSET_DEG, OFFSET_MM, misregistration, roi_centre
-from tcl.utils import TclError, write_text_atomic
+from tcl.utils import TclError, available_cpus, write_text_atomic
 
 # Misregistration warnings name this command; check_cohort puts the manifest's path in.
 REGISTER_HINT = "python -m tcl register MANIFEST --out FOLDER"
@@ -780,7 +780,7 @@ Result = TypeVar("Result")
 
 def default_workers(n_items: int, workers: int | None = None) -> int:
     """Worker processes to use: ``workers`` if given, else one per CPU, never more than items."""
-    wanted = (os.cpu_count() or 1) if workers is None else workers
+    wanted = available_cpus() if workers is None else workers
     if wanted < 1:
         raise TclError(f"--workers must be >= 1 (got {workers})")
     return max(1, min(wanted, n_items))

@@ -131,7 +131,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -146,7 +145,7 @@ from scipy.special import ndtr, ndtri
 from tcl.data.manifest import MODALITIES
 from tcl.data.nifti import save_volume
 from tcl.data.splits import PAPER_TABLE1
-from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
+from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
 
 # ----------------------------------------------------------------------------- cohort constants
 CLASSES = ("LG", "HG_inv", "HG_noninv")
@@ -1380,7 +1379,7 @@ def synthesize_cohort(
     )
     if workers is not None and workers < 1:
         raise TclError(f"--workers must be >= 1 (got {workers})")
-    workers = min(n_patients, (os.cpu_count() or 1) if workers is None else int(workers))
+    workers = min(n_patients, available_cpus() if workers is None else int(workers))
     # An older manifest would make a half-rewritten folder look complete: remove it first.
     (out / "manifest.csv").unlink(missing_ok=True)
     (out / "synth.json").unlink(missing_ok=True)
