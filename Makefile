@@ -2,7 +2,8 @@
 #
 #   make all            environment, data, 27 trainings, evaluation, every notebook, table and figure
 #   make test           pytest, then the whole pipeline with PROFILE=smoke (the test command CI runs)
-#   make env            only build .venv/ (torch 2.13 CPU build + this package)
+#   make env            only build .venv/ (torch 2.13 + requirements.lock + this package)
+#   make lock           regenerate requirements.lock from pyproject.toml (uv)
 #
 # Knobs:
 #   PROFILE=auto|paper|quick|smoke   auto = paper when CUDA is available, else quick
@@ -73,23 +74,41 @@ ifneq ($(or $(filter-out $(ALL_DRAWS),$(DRAWS)),$(if $(strip $(DRAWS)),,empty)),
 $(error DRAWS must list draws among $(ALL_DRAWS) (splits.json holds three), got '$(DRAWS)')
 endif
 
-.PHONY: all pipeline env test lint clean-env announce FORCE gpu-check gpu-wheels
+.PHONY: all pipeline env lock test lint clean-env announce FORCE gpu-check gpu-wheels
 
 # ---------------------------------------------------------------- environment
 env: $(VENV)/.installed
 
-# Rebuilt when the declared dependencies change. torch is installed first and pinned so that the
-# unpinned range in pyproject.toml does not pull a multi-GB CUDA build.
-$(VENV)/.installed: pyproject.toml
+# Rebuilt when the declared or locked dependencies change. torch comes first, at the exact
+# version TORCH names and without its dependencies (the build the platform's index offers: the
+# CPU one here, a CUDA one from PyPI on a GPU machine); then every other package at the exact
+# version and hash requirements.lock gives, torch's own dependencies included; then this package
+# alone. pyproject.toml keeps lower bounds for installing tcl into an environment of your own.
+LOCK ?= requirements.lock
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	@if [ "$(PYTHON)" = "$(VENV)/bin/python" ]; then \
 	  set -e; \
 	  test -x $(VENV)/bin/python || $(BOOTSTRAP_PYTHON) -m venv $(VENV); \
 	  $(VENV)/bin/python -m pip install --quiet --upgrade pip; \
-	  $(VENV)/bin/python -m pip install --quiet "$(TORCH)"; \
-	  $(VENV)/bin/python -m pip install --quiet -e ".[dev]"; \
+	  $(VENV)/bin/python -m pip install --quiet --no-deps "$(TORCH)"; \
+	  $(VENV)/bin/python -m pip install --quiet --require-hashes -r $(LOCK); \
+	  $(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .; \
 	  $(VENV)/bin/python -m ipykernel install --sys-prefix --name python3 >/dev/null; \
 	fi
 	@mkdir -p $(VENV) && touch $@
+
+# requirements.lock: the whole dependency tree of pyproject.toml (with the dev extra) resolved by
+# uv for Python 3.11 and later (markers where 3.12 needs other versions), with hashes. torch is
+# resolved as the CPU build of the TORCH version, so that the CUDA libraries of PyPI's Linux build
+# stay out, and then left out of the file (TORCH installs it). LOCK_TORCH_FROM: where uv finds
+# that build (the PyTorch CPU index; a folder of wheels with --find-links). Needs uv in PYTHON
+# (the dev extra has it).
+LOCK_TORCH_FROM ?= --extra-index-url https://download.pytorch.org/whl/cpu --index-strategy unsafe-best-match
+lock:
+	@echo "$(TORCH)+cpu" > $(LOCK).torch && trap 'rm -f $(LOCK).torch' EXIT; \
+	$(PYTHON) -m uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+	  --generate-hashes --override $(LOCK).torch $(LOCK_TORCH_FROM) --no-emit-package torch \
+	  --custom-compile-command "make lock" --quiet -o $(LOCK)
 
 # ---------------------------------------------------------------- entry points
 # The profile, the trainings at once and their threads are resolved after the environment exists
