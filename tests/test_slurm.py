@@ -100,7 +100,7 @@ def project(folder: Path, data: Path | None = None) -> Path:
     folder.mkdir()
     shutil.copy(ROOT / "Makefile", folder)
     shutil.copytree(ROOT / "notebooks", folder / "notebooks")
-    for name in ("tcl", "README.md", "pyproject.toml"):
+    for name in ("tcl", "README.md", "pyproject.toml", "requirements.lock"):
         (folder / name).symlink_to(ROOT / name)
     if data is not None:
         (folder / "data").symlink_to(data)
