@@ -170,7 +170,7 @@ from_notebooks = $(if $(filter /%,$(1)),$(1),../$(1))
 COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest $(call from_notebooks,$(MANIFEST)) \
              -p cache ../$(CACHE) -p splits ../$(SPLITS) -p results ../$(RESULTS) \
              -p figures ../$(FIGURES)
-DATA_SOURCES  := $(wildcard tcl/data/*.py)
+DATA_SOURCES  := $(wildcard tcl/data/*.py) tcl/parallel.py
 TRAIN_SOURCES := tcl/train.py tcl/losses.py tcl/config.py tcl/saved.py $(wildcard tcl/augment.py tcl/models/*.py)
 SAVED_CONFIGS := proposed $(if $(filter all,$(SAVE_WEIGHTS)),$(CONFIGS),$(SAVE_WEIGHTS))
 EVAL_SOURCES  := tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py

@@ -18,10 +18,10 @@ from tcl.utils import TclError
 VERBS: dict[str, tuple[str, str]] = {
     "synth": ("tcl.data.synth:cli", "write a synthetic cohort (NIfTI + manifest.csv)"),
     "import-folders": (
-        "tcl.data.manifest:cli_import_folders",
+        "tcl.data.released:cli",
         "turn the released code's Grade_* folder layout into a manifest",
     ),
-    "validate": ("tcl.data.manifest:cli_validate", "check a cohort; list every problem at once"),
+    "validate": ("tcl.data.validate:cli", "check a cohort; list every problem at once"),
     "register": (
         "tcl.data.coregister:cli",
         "register FLAIR-C and ADC rigidly onto T1C (raw series that are not co-registered)",

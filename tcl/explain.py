@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tcl.data.manifest import MODALITIES, PatientFiles, load_patient
+from tcl.data.manifest import MODALITIES, PatientFiles
 from tcl.data.nifti import load_volume, save_volume
-from tcl.data.preprocess import resize_trilinear
+from tcl.data.patients import load_patient
+from tcl.data.transforms import resize_trilinear
 from tcl.metrics import TASKS
 from tcl.utils import TclError, atomic_path
 

@@ -2,7 +2,7 @@
 
 For each patient of a manifest (the usual format; label columns optional) the files are checked
 as ``tcl validate`` checks them and preprocessed by the code that built the training cache
-(:func:`tcl.data.manifest.load_patient`, :func:`tcl.data.preprocess.preprocess_images`, then the
+(:func:`tcl.data.patients.load_patient`, :func:`tcl.data.transforms.preprocess_images`, then the
 cache's float16 precision), with the settings recorded in the model's ``model.json``. The network
 then gives the two probabilities, and the paper's rule (``p > 0.5``) the classes.
 
@@ -29,16 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tcl.data.manifest import (
-    PatientFiles,
-    PatientImages,
-    add_alignment_option,
-    default_workers,
-    load_patient,
-    map_patients,
-    read_manifest,
-)
-from tcl.data.preprocess import crop_box, preprocess_images, square_padding
+from tcl.data.manifest import PatientFiles, read_manifest
+from tcl.data.patients import PatientImages, load_patient
+from tcl.data.transforms import crop_box, preprocess_images, square_padding
+from tcl.data.validate import add_alignment_option
+from tcl.parallel import default_workers, map_patients
 from tcl.saved import DECISION_RULE, ModelSpec, load_model, read_spec
 from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
 

@@ -133,12 +133,13 @@ def sphericity(area: float, volume: float) -> float:
 def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, float]:
     """Features of one patient from ``paths`` (t1c, flairc, adc, mask file paths).
 
-    The files are read as preprocessing reads them (tcl.data.manifest.load_patient): on the T1C
+    The files are read as preprocessing reads them (tcl.data.patients.load_patient): on the T1C
     grid in canonical orientation, a sequence or mask on another grid resampled onto it, so a
     cohort that ``tcl validate`` accepts is one radiomics can read. Raises TclError (naming the
     patient and file) for a file problem or a mask without tumour voxel (label 1).
     """
-    from tcl.data.manifest import PatientFiles, load_patient
+    from tcl.data.manifest import PatientFiles
+    from tcl.data.patients import load_patient
 
     files = PatientFiles(
         patient_id=patient_id,
@@ -241,7 +242,7 @@ def extract_features(manifest: pd.DataFrame, workers: int | None = None) -> pd.D
     by the classifier with the median of each draw's training patients (``predict_draws``), never
     with a statistic of the whole cohort, which would let test patients shape the training data.
     """
-    from tcl.data.manifest import default_workers, map_patients
+    from tcl.parallel import default_workers, map_patients
 
     if "mask" not in manifest or manifest["mask"].isna().any():
         missing = manifest.loc[manifest.get("mask", pd.Series(np.nan)).isna(), "patient_id"]

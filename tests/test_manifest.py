@@ -20,14 +20,10 @@ from conftest import (
 )
 
 from tcl.__main__ import main
-from tcl.data.manifest import (
-    BBOX_COLUMNS,
-    MANIFEST_COLUMNS,
-    import_folders,
-    read_manifest,
-    validate_cohort,
-)
+from tcl.data.manifest import BBOX_COLUMNS, MANIFEST_COLUMNS, read_manifest
 from tcl.data.preprocess import load_cache, preprocess_cohort
+from tcl.data.released import import_folders
+from tcl.data.validate import validate_cohort
 from tcl.utils import TclError
 
 

@@ -12,13 +12,11 @@ import torch
 from conftest import TINY_AFFINE, write_nifti
 
 from tcl.__main__ import main
-from tcl.data.manifest import roi_of_mask
-from tcl.data.preprocess import (
-    CACHE_FILES,
+from tcl.data.patients import roi_of_mask
+from tcl.data.preprocess import CACHE_FILES, load_cache, preprocess_cohort
+from tcl.data.transforms import (
     crop_in_plane,
-    load_cache,
     pad_square,
-    preprocess_cohort,
     preprocess_images,
     resize_trilinear,
     zscore_foreground,

@@ -19,7 +19,8 @@ from conftest import TINY_AFFINE, TINY_SHAPE, tiny_images, write_nifti, write_ti
 from test_manifest import SPLITTABLE
 
 from tcl.__main__ import main
-from tcl.data.manifest import BBOX_COLUMNS, PatientFiles, load_patient, read_manifest
+from tcl.data.manifest import BBOX_COLUMNS, PatientFiles, read_manifest
+from tcl.data.patients import load_patient
 from tcl.data.preprocess import load_cache, preprocess_cohort
 from tcl.data.splits import read_splits
 from tcl.utils import TclError

@@ -14,7 +14,6 @@ import pytest
 
 from tcl.__main__ import main
 from tcl.data.coregister import read_registration, register_cohort
-from tcl.data.manifest import check_cohort
 from tcl.data.nifti import Volume, load_volume
 from tcl.data.preprocess import load_cache, preprocess_cohort
 from tcl.data.register import (
@@ -28,6 +27,7 @@ from tcl.data.register import (
     rotation_angle_deg,
 )
 from tcl.data.synth import synthesize_cohort
+from tcl.data.validate import check_cohort
 from tcl.utils import TclError
 
 ROOT = Path(__file__).resolve().parents[1]

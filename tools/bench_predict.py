@@ -28,7 +28,8 @@ def untrained_model(profile_name: str, config: str, folder: Path) -> Path:
     import torch
 
     from tcl.config import get_profile
-    from tcl.data.preprocess import CLIP_RANGE, PREPROCESS_VERSION
+    from tcl.data.preprocess import PREPROCESS_VERSION
+    from tcl.data.transforms import CLIP_RANGE
     from tcl.models import build
     from tcl.saved import save_model
 

@@ -35,18 +35,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from tcl.data.manifest import (
-    PatientFiles,
-    _find_separator,
-    default_workers,
-    map_patients,
-    nonfinite_problem,
-    read_csv_text_ids,
-    read_manifest,
-    same_grid,
-)
+from tcl.data.manifest import PatientFiles, find_separator, read_csv_text_ids, read_manifest
 from tcl.data.nifti import load_volume
+from tcl.data.patients import nonfinite_problem, same_grid
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
+from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, available_cpus, exit_on_sigterm, provenance, write_text_atomic
 
 SEQUENCES = ("flairc", "adc")  # registered onto t1c
@@ -168,7 +161,7 @@ def _output_manifest(manifest: Path, table: pd.DataFrame, results: list[SeriesRe
                      out: Path) -> tuple[pd.DataFrame, str]:  # fmt: skip
     """The input manifest, cell for cell, with its image paths pointing at the registered
     copies (or, relative to ``out``, at the originals). Returns (table, separator)."""
-    separator, _ = _find_separator(manifest)
+    separator, _ = find_separator(manifest)
     separator = separator or ","
     raw = pd.read_csv(manifest, sep=separator, dtype=str, keep_default_na=False)
     written = {(r.patient_id, r.series): r.written for r in results}

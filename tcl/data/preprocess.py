@@ -1,26 +1,8 @@
 """ROI preprocessing into one memory-mappable cache (paper-facts.md, "Preprocessing").
 
-Per patient, on the three modalities on the T1C voxel grid (FLAIR-C and ADC on another grid are
-resampled onto it, see :func:`tcl.data.manifest.load_patient`), reoriented to canonical RAS+
-(axes X, Y in-plane, Z = slices), in this order:
-
-1. **crop** in-plane to the ROI (bounding box of mask labels > 0, or the manifest's bbox
-   columns, given in the T1C file's stored voxel grid and carried through the reorientation)
-   plus ``margin`` voxels on each side, clamped to the volume; all slices are kept (the paper
-   crops in-plane only; the bbox's z0/z1 are checked but do not crop);
-2. **clip** intensities to [0, 1200]. Clipping comes before any interpolation, on the raw
-   voxels of the cropped box as the released code does, so that an outlier voxel is not
-   smeared into its neighbours by the resize (clip-then-interpolate keeps every value in the
-   range, interpolate-then-clip would not be the same image);
-3. **zero-pad** the crop to a square, centred (odd remainders go after);
-4. **resize** to ``size`` = (H, W, D) by trilinear interpolation with torch's
-   ``interpolate(mode="trilinear", align_corners=False)`` convention (half-pixel centres, edge
-   clamped, no anti-aliasing), implemented separably in NumPy so workers need no torch; the
-   output shape is exactly ``size``;
-5. **z-score** each modality over the foreground — voxels non-zero in the sum of the three
-   clipped modalities — and set the background to exactly 0. Normalising last guarantees that
-   what the network sees has foreground mean 0 / SD 1; the padding (zeros, and zeros stay zero
-   under linear interpolation) remains background.
+Per patient: the three modalities on the T1C voxel grid (:func:`tcl.data.patients.load_patient`)
+go through :func:`tcl.data.transforms.preprocess_images` (crop, clip, pad, resize, z-score; the
+steps and why are in that module), in worker processes (:mod:`tcl.parallel`).
 
 Cache layout in ``DIR``: ``volumes.npy`` float16 [N, 3, H, W, D] (t1c, flairc, adc),
 ``index.csv`` (row, patient_id, labels; row order = volumes order), ``meta.json`` (size,
@@ -48,22 +30,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tcl.data.manifest import (
-    MODALITIES,
-    PatientFiles,
-    default_workers,
-    load_patient,
-    map_patients,
-    read_csv_text_ids,
-    read_manifest,
-)
+from tcl.data.manifest import MODALITIES, PatientFiles, read_csv_text_ids, read_manifest
+from tcl.data.patients import load_patient
+from tcl.data.transforms import CLIP_RANGE, preprocess_images
+from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, atomic_path, exit_on_sigterm, provenance, write_text_atomic
 
 # Bump when the preprocessing changes what it writes: it is part of the input hash, so every
 # existing cache is rebuilt on the next run.
 # 2: bbox columns in the T1C file's stored voxel grid (were canonical); other grids resampled.
 PREPROCESS_VERSION = "2"
-CLIP_RANGE = (0.0, 1200.0)
 DEFAULT_SIZE = (128, 128, 24)  # H, W, D (paper)
 INDEX_COLUMNS = (
     "row",
@@ -76,104 +52,6 @@ INDEX_COLUMNS = (
     "scanner",
 )
 CACHE_FILES = ("volumes.npy", "index.csv", "meta.json")
-
-Roi = tuple[int, int, int, int, int, int]
-
-
-# ---------------------------------------------------------------------------------------------
-# the image operations (pure functions on arrays)
-
-
-def crop_box(roi: Roi, shape: tuple[int, ...], margin: int = 0) -> tuple[int, int, int, int]:
-    """The in-plane crop (x0, x1, y0, y1), end-exclusive: the ROI's box grown by ``margin``
-    voxels and clamped to a volume of ``shape`` [X, Y, ...]."""
-    x0, x1, y0, y1 = roi[:4]
-    n_x, n_y = shape[:2]
-    return max(0, x0 - margin), min(n_x, x1 + margin), max(0, y0 - margin), min(n_y, y1 + margin)
-
-
-def crop_in_plane(images: np.ndarray, roi: Roi, margin: int = 0) -> np.ndarray:
-    """Crop ``images`` [C, X, Y, Z] to :func:`crop_box`; every slice is kept. Returns a view
-    [C, x1 - x0, y1 - y0, Z]."""
-    x0, x1, y0, y1 = crop_box(roi, images.shape[1:], margin)
-    return images[:, x0:x1, y0:y1, :]
-
-
-def square_padding(n_x: int, n_y: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Zeros (before, after) along x and y that make an n_x × n_y plane square, centred (the
-    odd voxel of an uneven pad goes after)."""
-    side = max(n_x, n_y)
-    pad_x, pad_y = side - n_x, side - n_y
-    return (pad_x // 2, pad_x - pad_x // 2), (pad_y // 2, pad_y - pad_y // 2)
-
-
-def pad_square(images: np.ndarray) -> np.ndarray:
-    """Zero-pad ``images`` [C, X, Y, Z] in-plane to [C, S, S, Z], S = max(X, Y), by
-    :func:`square_padding`."""
-    widths = ((0, 0), *square_padding(*images.shape[1:3]), (0, 0))
-    return np.pad(images, widths, mode="constant", constant_values=0)
-
-
-def _resize_axis(array: np.ndarray, axis: int, length: int) -> np.ndarray:
-    """Linear interpolation of ``array`` along ``axis`` to ``length`` samples, with the
-    half-pixel convention of torch's ``align_corners=False``."""
-    n = array.shape[axis]
-    if n == length:
-        return array
-    source = (np.arange(length, dtype=np.float64) + 0.5) * (n / length) - 0.5
-    source = np.clip(source, 0.0, None)  # torch clamps negative positions to the first voxel
-    lower = np.minimum(np.floor(source).astype(np.int64), n - 1)
-    upper = np.minimum(lower + 1, n - 1)
-    weight = (source - lower).astype(array.dtype)
-    shape = [1] * array.ndim
-    shape[axis] = length
-    weight = weight.reshape(shape)
-    low = np.take(array, lower, axis=axis)
-    high = np.take(array, upper, axis=axis)
-    return low + (high - low) * weight
-
-
-def resize_trilinear(images: np.ndarray, size: tuple[int, int, int]) -> np.ndarray:
-    """Resize ``images`` [C, X, Y, Z] to [C, *size] (trilinear, ``align_corners=False``).
-
-    Trilinear interpolation is separable, so three 1D passes give the same result as torch's
-    ``interpolate(..., mode="trilinear", align_corners=False)`` (up to float rounding).
-    """
-    out = images
-    for axis, length in enumerate(size, start=1):
-        out = _resize_axis(out, axis, int(length))
-    assert out.shape[1:] == tuple(size)
-    return out
-
-
-def zscore_foreground(images: np.ndarray) -> tuple[np.ndarray, int]:
-    """Per channel z-score of ``images`` [C, H, W, D] over the foreground (voxels non-zero in
-    the channel sum); the background is set to 0. Returns (normalised float32, foreground
-    voxel count). A channel constant over the foreground becomes 0 there."""
-    foreground = images.sum(axis=0) != 0
-    count = int(foreground.sum())
-    out = np.zeros(images.shape, dtype=np.float32)
-    if count == 0:
-        return out, 0
-    for channel in range(images.shape[0]):
-        values = images[channel][foreground].astype(np.float64)
-        mean, std = values.mean(), values.std()
-        out[channel][foreground] = (values - mean) / (std if std > 0 else 1.0)
-    return out, count
-
-
-def preprocess_images(
-    images: np.ndarray, roi: Roi, size: tuple[int, int, int], margin: int = 0
-) -> np.ndarray:
-    """The whole per-patient pipeline (module docstring): ``images`` [3, X, Y, Z] raw →
-    [3, *size] float32 z-scored. Raises ValueError when the ROI has no voxel > 0."""
-    crop = crop_in_plane(images, roi, margin).astype(np.float32)
-    crop = np.clip(crop, *CLIP_RANGE)
-    resized = resize_trilinear(pad_square(crop), size)
-    normalised, count = zscore_foreground(resized)
-    if count == 0:
-        raise ValueError(f"no voxel > 0 in the ROI after clipping to {list(CLIP_RANGE)}")
-    return normalised
 
 
 def _preprocess_patient_resampled(

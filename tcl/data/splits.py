@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tcl.data.manifest import read_manifest
 from tcl.utils import TclError, provenance, write_text_atomic
 
 # The paper's Table 1 per class: n, age mean, age SD, male, female (paper-facts.md). The one home
@@ -153,8 +154,6 @@ def cli(argv: list[str]) -> int:
             f"--out {args.out} is a folder; give the splits file to write, e.g. "
             f"{args.out / 'splits.json'}"
         )
-
-    from tcl.data.manifest import read_manifest
 
     table = read_manifest(args.manifest)
     draws = make_draws(table, n_draws=args.draws, seed=args.seed)

@@ -1,0 +1,189 @@
+"""Whole-cohort validation (``python -m tcl validate``): the manifest, every patient's files and
+whether the draws can split it, every problem listed at once.
+
+No problem means that preprocess and splits accept the cohort. Warnings (signal, coverage,
+misregistration, draws that cannot all differ) are worth a look and stop nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import pandas as pd
+
+from tcl.data.manifest import PatientFiles, class_counts, has_labels, read_manifest, read_table
+from tcl.data.patients import REGISTER_HINT, inspect_patient
+from tcl.data.splits import (
+    DEFAULT_DRAWS,
+    class_size_problems,
+    distinct_training_sets,
+    patient_class,
+)
+from tcl.parallel import default_workers, map_patients
+
+
+@dataclass
+class CohortReport:
+    """Everything :func:`check_cohort` found: ``problems`` (each stops a later step),
+    ``warnings`` (worth a look, stop nothing) and ``resampled`` (patient → file → how it was put
+    onto the T1C grid), all in manifest order."""
+
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    resampled: dict[str, dict[str, str]] = field(default_factory=dict)
+    labelled: bool = True  # False: no label given, the class checks were skipped
+
+
+def _draw_checks(path: Path, table: pd.DataFrame, draws: int) -> tuple[list[str], list[str]]:
+    """What ``python -m tcl splits --draws N`` would refuse in this cohort (problems), and
+    draws that cannot all differ (a warning)."""
+    if draws < 1:
+        return [f"--draws must be at least 1, got {draws}"], []
+    sizes = {"low_grade": 0, "high_grade_invasive": 0, "high_grade_noninvasive": 0}
+    for grade, invasion in zip(table["who_grade"], table["invasion"], strict=True):
+        sizes[patient_class(int(grade), int(invasion))] += 1
+    problems = [
+        f"{path}: {problem}; `python -m tcl splits` refuses this cohort"
+        for problem in class_size_problems(sizes)
+    ]
+    warnings = []
+    if not problems:
+        distinct = distinct_training_sets(sizes)
+        if distinct < draws:
+            warnings.append(
+                f"{path}: the class sizes {sizes} allow only {distinct} different training "
+                f"set(s), fewer than the {draws} draws: some draws will be identical"
+            )
+    return problems, warnings
+
+
+def check_cohort(
+    path: str | os.PathLike,
+    workers: int | None = 1,
+    progress: bool = False,
+    draws: int | None = None,
+    alignment: bool = False,
+) -> CohortReport:
+    """Check a cohort: the manifest (see :func:`read_manifest`), every patient's files (see
+    :func:`load_patient`) and, when ``draws`` is given, whether ``python -m tcl splits --draws
+    DRAWS`` can split it (each class needs :data:`tcl.data.splits.MIN_PER_CLASS` patients).
+    With ``alignment``, also whether FLAIR-C and ADC lie on the T1C anatomy (warnings).
+    No problem means that preprocess and splits accept the cohort.
+
+    A manifest without labels (patients to predict) is checked for everything else; the
+    report's ``labelled`` is then False.
+    """
+    path = Path(path)
+    report = CohortReport(labelled=has_labels(path))
+    table, problems = read_table(path, require_labels=report.labelled)
+    report.problems.extend(problems)
+    if table is None:
+        return report
+    patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
+    n_workers = default_workers(len(patients), workers)
+    inspect = partial(inspect_patient, alignment=alignment)
+    for check in map_patients(
+        inspect, patients, workers=n_workers, progress=progress, desc="validate"
+    ):
+        report.problems.extend(check.problems)
+        report.warnings.extend(
+            w.replace(REGISTER_HINT, f"python -m tcl register {path} --out FOLDER")
+            for w in check.warnings
+        )
+        if check.resampled:
+            report.resampled[check.patient_id] = check.resampled
+    if not report.labelled:
+        return report
+    labels_ok = (table["who_grade"] > 0).all() and (table["invasion"] >= 0).all()
+    if draws is not None and labels_ok:
+        problems, warnings = _draw_checks(path, table, draws)
+        report.problems.extend(problems)
+        report.warnings.extend(warnings)
+    return report
+
+
+def validate_cohort(
+    path: str | os.PathLike,
+    workers: int | None = 1,
+    progress: bool = False,
+    draws: int | None = None,
+) -> list[str]:
+    """Every problem of a cohort (:func:`check_cohort`'s problems, without its warnings), in
+    manifest order. An empty list means valid."""
+    return check_cohort(path, workers=workers, progress=progress, draws=draws).problems
+
+
+def add_alignment_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-alignment-check``, for the verbs that read patients with the check on."""
+    parser.add_argument(
+        "--no-alignment-check",
+        action="store_true",
+        help=(
+            "skip the misregistration check (a quick registration of FLAIR-C and ADC onto "
+            "T1C, about 1 s a patient): misregistered series then go unnoticed"
+        ),
+    )
+
+
+def cli(argv: list[str]) -> int:
+    """``python -m tcl validate MANIFEST [--draws N] [--workers W] [--no-alignment-check]
+    [--quiet]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tcl validate",
+        description=(
+            "Check a cohort (manifest, every NIfTI file, and that it can be split into the "
+            "draws); list every problem at once. Exit 0 means preprocess and splits accept it."
+        ),
+    )
+    parser.add_argument("manifest", type=Path, help="manifest.csv of the cohort")
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=DEFAULT_DRAWS,
+        help=f"draws that splits will make (default {DEFAULT_DRAWS}, as make does)",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
+    add_alignment_option(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    report = check_cohort(
+        args.manifest,
+        workers=args.workers,
+        progress=not args.quiet,
+        draws=args.draws,
+        alignment=not args.no_alignment_check,
+    )
+    if report.resampled:
+        print(
+            f"{len(report.resampled)} patient(s) with files on another voxel grid than t1c, "
+            "resampled onto the t1c grid (linear for images, nearest neighbour for masks):"
+        )
+        for pid, files in report.resampled.items():
+            for name, how in files.items():
+                print(f"  - patient {pid}, {name}: {how}")
+    if report.warnings:
+        print(f"{len(report.warnings)} warning(s):")
+        for warning in report.warnings:
+            print(f"  - {warning}")
+    if args.no_alignment_check:
+        print("alignment: not checked (--no-alignment-check)")
+    if report.problems:
+        print(f"{len(report.problems)} problem(s) in {args.manifest}:")
+        for problem in report.problems:
+            print(f"  - {problem}")
+        return 1
+    if not report.labelled:
+        table = read_manifest(args.manifest, require_labels=False)
+        print(
+            f"OK: {len(table)} patients, no labels: the class checks (labels, class sizes, "
+            "draws) were skipped; such a cohort can be predicted, not trained on"
+        )
+        return 0
+    table = read_manifest(args.manifest)
+    counts = ", ".join(f"{name} {n}" for name, n in class_counts(table).items())
+    print(f"OK: {len(table)} patients, {counts}")
+    return 0
