@@ -139,7 +139,7 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
     patient and file) for a file problem or a mask without tumour voxel (label 1).
     """
     from tcl.data.manifest import PatientFiles
-    from tcl.data.patients import load_patient
+    from tcl.data.patients import load_patient, roi_of_mask
 
     files = PatientFiles(
         patient_id=patient_id,
@@ -158,18 +158,13 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
     if not tumour_full.any():
         raise TclError(f"patient {patient_id}: mask {paths['mask']} has no tumour voxel (label 1)")
     # crop to the lesion plus the reference band (all slices) to keep the work small
-    lesion = mask > 0
     margin = [int(math.ceil((RING_REFERENCE_MM + 4) / spacing[a])) for a in range(2)]
-    bounds = []
-    for axis in range(2):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(lesion.any(axis=other))
-        bounds.append(
-            slice(
-                max(0, hits[0] - margin[axis]), min(mask.shape[axis], hits[-1] + 1 + margin[axis])
-            )
-        )
-    box = (bounds[0], bounds[1], slice(None))
+    x0, x1, y0, y1, _, _ = roi_of_mask(mask)  # the lesion's box: labels > 0
+    box = (
+        slice(max(0, x0 - margin[0]), min(mask.shape[0], x1 + margin[0])),
+        slice(max(0, y0 - margin[1]), min(mask.shape[1], y1 + margin[1])),
+        slice(None),
+    )
     mask = mask[box]
     tumour, oedema, lesion = mask == 1, mask == 2, mask > 0
     plane = np.zeros((3, 3, 3), dtype=bool)
@@ -184,17 +179,17 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
     oedema_ml = float(oedema.sum()) * voxel_ml
     area, mesh_mm3 = mesh_area_volume(tumour, spacing)
     volume_mm3 = tumour_ml * 1000.0
-    hits = [
-        np.flatnonzero(tumour.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)
-    ]
-    bbox_mm3 = float(np.prod([(h[-1] - h[0] + 1) * spacing[a] for a, h in enumerate(hits)]))
+    tumour_box = roi_of_mask(tumour)
+    bbox_mm3 = float(
+        np.prod([(tumour_box[2 * a + 1] - tumour_box[2 * a]) * spacing[a] for a in range(3)])
+    )
     features: dict[str, float] = {
         "tumour_ml": tumour_ml,
         "tumour_log_ml": math.log(tumour_ml),
         "surface_to_volume": area / mesh_mm3,  # per mm; NaN without a mesh
         "sphericity": sphericity(area, mesh_mm3),
         "extent": volume_mm3 / bbox_mm3,
-        "slices": float(len(hits[2])),
+        "slices": float(np.count_nonzero(tumour.any(axis=(0, 1)))),  # slices with tumour
         "max_slice_area_cm2": float(tumour.sum(axis=(0, 1)).max() * spacing[0] * spacing[1] / 100),
         "components": float(ndimage.label(tumour)[1]),
         "oedema_ml": oedema_ml,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from tcl.data.manifest import MODALITIES, PatientFiles
 from tcl.data.nifti import (
@@ -82,15 +83,11 @@ class PatientCheck:
 def roi_of_mask(mask: np.ndarray) -> tuple[int, int, int, int, int, int] | None:
     """Bounding box (x0, x1, y0, y1, z0, z1), end-exclusive, of the voxels > 0 of ``mask``
     [X, Y, Z]; None when there are none."""
-    inside = mask > 0
-    if not inside.any():
+    found = ndimage.find_objects((mask > 0).astype(np.uint8))
+    if not found:
         return None
-    bounds: list[int] = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.flatnonzero(inside.any(axis=other))
-        bounds += [int(hits[0]), int(hits[-1]) + 1]
-    return tuple(bounds)  # type: ignore[return-value]
+    x, y, z = found[0]
+    return (x.start, x.stop, y.start, y.stop, z.start, z.stop)
 
 
 def same_grid(a: Volume, b: Volume) -> bool:
