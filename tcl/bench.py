@@ -194,16 +194,16 @@ def _bench(
     compile_cache: Path | None,
 ) -> dict[str, Any]:
     """:func:`bench` with the stem implementation already chosen."""
-    from tcl.models.stem import get_stem_impl, resolve_impl, stem_impl
+    from tcl.models.stem import get_stem_impl, resolve_impl
     from tcl.train import (
         _oom_error,
         build_model,
         configure_backend,
-        count_flops,
         device_name,
         forward_backward,
         prepare_batch,
         resolve_device,
+        twin_flops,
     )
 
     config = check_config(config)
@@ -224,16 +224,7 @@ def _bench(
 
     setup_start = time.perf_counter()
     model = build_model(config, profile, torch_device)
-    # Counted on a shape-only twin (same counts as the real model: FlopCounterMode sees the
-    # same ops), so that a GPU does not autotune every layer for a batch of one, and with the
-    # plain stem conv: the network's FLOPs, not a reformulation's zero taps.
-    from tcl.models import build
-
-    with torch.device("meta"):
-        twin = build(config, width=profile.width, dropout=profile.dropout)
-    with stem_impl("conv"):
-        flops = count_flops(twin, profile.size, torch.device("meta"), backward=True)
-    del twin
+    flops = twin_flops(config, profile, backward=True)
     optimizer = torch.optim.Adam(
         model.parameters(), lr=profile.lr, weight_decay=profile.weight_decay
     )

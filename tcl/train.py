@@ -73,7 +73,7 @@ from torch import nn
 
 from tcl.augment import augment
 from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
-from tcl.models.stem import get_stem_impl, resolve_impl
+from tcl.models.stem import get_stem_impl, resolve_impl, stem_impl
 from tcl.utils import (
     StopSignals,
     TclError,
@@ -769,20 +769,27 @@ def start_training(
     return state
 
 
-def run_flops(model: nn.Module, config: str, profile: Profile, device: torch.device) -> int:
-    """Forward FLOPs of one sample for run.json, counted where it costs least.
-
-    On CPU the real model runs one sample (1/586 of the prediction's work). On CUDA a
-    shape-only twin on the meta device is counted instead: a batch of one on the GPU would
-    make cudnn.benchmark autotune every layer for a shape training never uses again.
-    """
-    if device.type == "cpu":
-        return count_flops(model, profile.size, device)["forward"]
+def twin_flops(config: str, profile: Profile, backward: bool = False) -> dict[str, int]:
+    """:func:`count_flops` of a shape-only twin of the network (meta device: nothing computed,
+    the same counts, as FlopCounterMode sees the same ops), with the plain stem convolution so
+    that it counts the network's FLOPs rather than a reformulation's zero taps (tcl.models.stem).
+    No GPU autotunes every layer for a batch of one; tcl.bench counts this way too."""
     from tcl.models import build
 
     with torch.device("meta"):
         twin = build(config, width=profile.width, dropout=profile.dropout)
-    return count_flops(twin, profile.size, torch.device("meta"))["forward"]
+    with stem_impl("conv"):
+        return count_flops(twin, profile.size, torch.device("meta"), backward=backward)
+
+
+def run_flops(model: nn.Module, config: str, profile: Profile, device: torch.device) -> int:
+    """Forward FLOPs of one sample for run.json, counted where it costs least: on CPU the real
+    model runs one sample (1/586 of the prediction's work); on CUDA its twin
+    (:func:`twin_flops`), since a batch of one on the GPU would make cudnn.benchmark autotune
+    every layer for a shape training never uses again."""
+    if device.type == "cpu":
+        return count_flops(model, profile.size, device)["forward"]
+    return twin_flops(config, profile)["forward"]
 
 
 def train_step(
