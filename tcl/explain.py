@@ -43,7 +43,7 @@ from tcl.data.manifest import MODALITIES, PatientFiles
 from tcl.data.nifti import load_volume, save_volume
 from tcl.data.patients import load_patient
 from tcl.data.transforms import resize_trilinear
-from tcl.metrics import TASKS
+from tcl.predictions import TASKS
 from tcl.utils import TclError, atomic_path
 
 LOGITS = {"invasion": "invasion", "high_grade": "grade"}  # model output key per task

@@ -28,12 +28,12 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from tcl.predictions import PREDICTION_COLUMNS, TASKS
 from tcl.stats import check_labels, check_labels_any, check_scores
 from tcl.utils import TclError
 
-# Our column names for the two tasks and the paper tables' names for them: the one place the
-# mapping lives ("grade" in the paper = "high_grade" in predictions.csv).
-TASKS: tuple[str, ...] = ("invasion", "high_grade")
+# The paper tables' names for our two tasks (tcl.predictions.TASKS): the one place the mapping
+# lives ("grade" in the paper = "high_grade" in predictions.csv).
 PAPER_TASK: dict[str, str] = {"invasion": "invasion", "high_grade": "grade"}
 TASK_FROM_PAPER: dict[str, str] = {paper: ours for ours, paper in PAPER_TASK.items()}
 
@@ -50,17 +50,6 @@ PAPER_METRICS: tuple[str, ...] = (
     "auc",
 )
 METRICS: tuple[str, ...] = PAPER_METRICS + ("auprc_hard",)
-
-PREDICTION_COLUMNS: tuple[str, ...] = (
-    "patient_id",
-    "draw",
-    "p_invasion",
-    "p_high_grade",
-    "invasion",
-    "high_grade",
-    "pred_invasion",
-    "pred_high_grade",
-)
 
 
 def task_metrics(y_true: object, score: object, y_pred: object) -> dict[str, float]:

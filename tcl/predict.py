@@ -34,12 +34,11 @@ from tcl.data.patients import PatientImages, load_patient
 from tcl.data.transforms import crop_box, preprocess_images, square_padding
 from tcl.data.validate import add_alignment_option
 from tcl.parallel import default_workers, map_patients
-from tcl.saved import DECISION_RULE, ModelSpec, load_model, read_spec
+from tcl.predictions import DECISION_RULE, TASKS, decide
+from tcl.saved import ModelSpec, load_model, read_spec
 from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
 
 PREDICT_COLUMNS = ("patient_id", "p_invasion", "p_high_grade", "pred_invasion", "pred_high_grade")
-# tcl.metrics.TASKS, restated: importing tcl.metrics (scipy.stats) would add 0.5 s to start-up
-LABEL_COLUMNS = ("invasion", "high_grade")
 CACHE_DTYPE = np.float16  # the training cache's precision: inputs are rounded the same way
 
 
@@ -217,13 +216,13 @@ def predictions_table(
             "patient_id": ids,
             "p_invasion": p_invasion,
             "p_high_grade": p_high_grade,
-            "pred_invasion": (p_invasion > 0.5).astype(int),
-            "pred_high_grade": (p_high_grade > 0.5).astype(int),
+            "pred_invasion": decide(p_invasion),
+            "pred_high_grade": decide(p_high_grade),
         },
         columns=list(PREDICT_COLUMNS),
     )
     labels = table.set_index("patient_id").loc[ids]
-    for column in LABEL_COLUMNS:
+    for column in TASKS:
         if column in labels and labels[column].notna().any():
             out[column] = labels[column].to_numpy()
             out[column] = out[column].astype("Int64")

@@ -44,7 +44,7 @@ from scipy import ndimage, stats
 from skimage import measure
 
 from tcl.data.manifest import MODALITIES
-from tcl.metrics import PREDICTION_COLUMNS, TASKS
+from tcl.predictions import PREDICTION_COLUMNS, TASKS, decide
 from tcl.utils import TclError, atomic_path
 
 GLCM_LEVELS = 16
@@ -330,7 +330,7 @@ def predict_draws(
         for task in TASKS:
             out[task] = labels.loc[test, task].to_numpy()
         for task in TASKS:
-            out[f"pred_{task}"] = (out[f"p_{task}"] > 0.5).astype(int)
+            out[f"pred_{task}"] = decide(out[f"p_{task}"].to_numpy())
         frames.append(out[list(PREDICTION_COLUMNS)])
     return pd.concat(frames, ignore_index=True)
 

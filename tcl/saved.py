@@ -26,13 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from tcl.predictions import DECISION_RULE
 from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
 
 WEIGHTS = "model.safetensors"
 SPEC = "model.json"
 FORMAT = "tcl-model/1"
-# The paper's rule (argmax of a 2-class softmax): class 1 when its probability exceeds 0.5.
-DECISION_RULE = "p > 0.5"
 META_BUILD_PARAMETERS = 20_000_000  # above this, load_model skips the random initialisation
 
 

@@ -74,6 +74,7 @@ from torch import nn
 from tcl.augment import augment
 from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
 from tcl.models.stem import get_stem_impl, resolve_impl, stem_impl
+from tcl.predictions import PREDICTION_COLUMNS, decide
 from tcl.utils import (
     StopSignals,
     TclError,
@@ -979,10 +980,11 @@ def predict_test(
             "p_high_grade": p_high_grade,
             "invasion": data.test_invasion,
             "high_grade": data.test_high_grade,
-            "pred_invasion": (p_invasion > 0.5).astype(int),
-            "pred_high_grade": (p_high_grade > 0.5).astype(int),
-        }  # the columns of tcl.metrics.PREDICTION_COLUMNS, in its order (importing it costs
-    )  # 0.6 s of scipy.stats at start-up; tests compare the two)
+            "pred_invasion": decide(p_invasion),
+            "pred_high_grade": decide(p_high_grade),
+        },
+        columns=list(PREDICTION_COLUMNS),
+    )
     return table, time.perf_counter() - start
 
 

@@ -462,10 +462,3 @@ def test_a_sequence_on_another_grid_is_resampled_and_said_so(trained, tmp_path, 
                     "--out", str(reference)) == 0  # fmt: skip
     columns = ["p_invasion", "p_high_grade"]
     np.testing.assert_allclose(_read(out)[columns], _read(reference)[columns], atol=1e-6)
-
-
-def test_predict_restates_the_task_names_of_tcl_metrics():
-    from tcl.metrics import TASKS
-    from tcl.predict import LABEL_COLUMNS
-
-    assert LABEL_COLUMNS == TASKS
