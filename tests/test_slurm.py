@@ -27,8 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 import slurm_local  # noqa: E402
 
-CONFIGS = ("efmt", "mfmt", "mmoe", "maml", "baseline1", "baseline2", "baseline3", "baseline4",
-           "proposed")  # fmt: skip
+from tcl.config import CONFIGS  # noqa: E402
+
 STOPPED = "proposed"  # the training that scancel stops half-way
 LAUNCH = "srun --cpus-per-task=1"
 MAKE = ["make", "-j2", "all", "PROFILE=smoke", "THREADS=1", "DRAWS=0", f"PYTHON={sys.executable}"]

@@ -38,16 +38,20 @@ class SlurmUnavailable(RuntimeError):
     """Slurm or munge is not installed, or we are not root: the cluster cannot start."""
 
 
+def _find(name: str) -> str | None:
+    """``name``'s path on PATH or in /usr/sbin, /sbin (daemons live there), or None."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+    return shutil.which(name, path=path)
+
+
 def missing_programs() -> list[str]:
     """The programs a local cluster needs that are not on PATH (or in /usr/sbin)."""
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     needed = (*DAEMONS, "srun", "scancel", "sinfo")
-    return [name for name in needed if shutil.which(name, path=path) is None]
+    return [name for name in needed if _find(name) is None]
 
 
 def _program(name: str) -> str:
-    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    found = shutil.which(name, path=path)
+    found = _find(name)
     if found is None:
         raise SlurmUnavailable(f"{name} not found")
     return found
