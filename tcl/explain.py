@@ -2,7 +2,12 @@
 
 Method: integrated gradients (Sundararajan, Taly & Yan, ICML 2017) of each task's log-odds
 ``logit[1] - logit[0]`` (the softmax's class-1 log-odds), from a baseline of zeros to the
-preprocessed input, with a ``steps``-point midpoint rule. Why this method and not Grad-CAM:
+preprocessed input, with a ``steps``-point midpoint rule. It is Captum's
+``IntegratedGradients(method="riemann_middle")`` (tests/test_explain_captum.py checks the maps
+against it), written here because one forward pass per path point serves both tasks and the
+average over models, and the log-odds for the completeness gap come with it; Captum needs a
+forward and a backward per task, and took 1.03–1.16× our time on the quick profile's input.
+Why this method and not Grad-CAM:
 
 - resolution: Grad-CAM lives on the last trunk stage, 2×2×4 voxels for the ``quick`` input and
   4×4×8 for the paper's; a sign such as a 3 mm finger or a CSF cleft cannot be located on it.

@@ -9,9 +9,10 @@ Features (one row per patient; ``extract_features``)
         mean, SD, CV, 10th/50th/90th percentiles, skewness, kurtosis — T1C and FLAIR-C divided
         by the median of the normal-appearing tissue around the lesion (removes scanner gain
         and most of the bias field); ADC kept in 1e-6 mm²/s;
-        texture: mean in-plane gradient magnitude (per mm, same normalisation), and a
-        co-occurrence (GLCM-like) contrast and homogeneity of 16 grey levels over in-plane
-        neighbours;
+        texture: mean in-plane gradient magnitude (per mm, same normalisation), and the grey-level
+        co-occurrence matrix's contrast and homogeneity (scikit-image's ``graycomatrix`` /
+        ``graycoprops``; 16 grey levels, in-plane neighbours at distance 1, both voxels in the
+        tumour; see ``glcm_features``);
         interface: mean of a 2-voxel ring just outside the tumour relative to the tumour mean,
         and the mean gradient on the tumour border relative to the tumour–ring step (edge
         sharpness);
@@ -35,13 +36,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage, stats
 from skimage import measure
+from skimage.feature import graycomatrix, graycoprops
 
 from tcl.data.manifest import MODALITIES
 from tcl.predictions import PREDICTION_COLUMNS, TASKS, decide
@@ -76,27 +76,52 @@ def _moments(values: np.ndarray, prefix: str) -> dict[str, float]:
     }
 
 
-def _glcm(image: np.ndarray, region: np.ndarray) -> tuple[float, float]:
-    """Contrast and homogeneity of grey-level co-occurrence over in-plane neighbours.
+def grey_levels(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Quantise ``image`` [X, Y, Z] into GLCM_LEVELS grey levels for the co-occurrence matrix.
 
-    ``image`` and ``region`` are [X, Y, Z]; pairs (x, x+1) and (y, y+1) with both voxels in
-    ``region`` count. Grey levels: 16 bins between the region's 1st and 99th percentiles.
+    Equal-width bins between the 1st and 99th percentiles of the values inside ``region``
+    ([X, Y, Z] boolean): level round((v - p1) · (L - 1) / (p99 - p1)), clipped to 0 … L - 1, so
+    a few extreme voxels do not squeeze the rest into one bin. A region of one value is all
+    level 0. Returns uint8 [X, Y, Z] (every voxel quantised; the region only sets the bins).
     """
-    values = image[region]
-    low, high = np.percentile(values, [1, 99])
+    low, high = np.percentile(image[region], [1, 99])
     scale = (GLCM_LEVELS - 1) / (high - low) if high > low else 0.0
-    levels = np.clip(np.rint((image - low) * scale), 0, GLCM_LEVELS - 1)
-    diffs = []
-    for axis in (0, 1):
-        first = [slice(None)] * 3
-        second = [slice(None)] * 3
-        first[axis], second[axis] = slice(0, -1), slice(1, None)
-        both = region[tuple(first)] & region[tuple(second)]
-        diffs.append((levels[tuple(first)] - levels[tuple(second)])[both])
-    diff = np.abs(np.concatenate(diffs))
-    if diff.size == 0:
+    return np.clip(np.rint((image - low) * scale), 0, GLCM_LEVELS - 1).astype(np.uint8)
+
+
+def glcm_features(levels: np.ndarray, region: np.ndarray) -> tuple[float, float]:
+    """Contrast and homogeneity of the grey-level co-occurrence matrix of ``region``.
+
+    Args:
+        levels: [X, Y, Z] integer grey levels in 0 … GLCM_LEVELS - 1 (``grey_levels``).
+        region: [X, Y, Z] boolean; a pair counts only when both its voxels lie in it.
+
+    What is computed: for every axial slice (the last axis) with a voxel of ``region``,
+    scikit-image's ``graycomatrix`` at distance 1 and angles 0 and π/2 (the neighbours along
+    Y and along X; pairs never cross slices, whose spacing is several times the in-plane one),
+    symmetric (each pair counted both ways), not normalised. The counts of all slices and both
+    angles are summed into one GLCM_LEVELS × GLCM_LEVELS matrix, which ``graycoprops``
+    normalises to P and reads: contrast Σ P(i, j) (i - j)² and homogeneity
+    Σ P(i, j) / (1 + (i - j)²) (the inverse difference moment). Returns (0, 1), the values of
+    a uniform region, when ``region`` holds no such pair.
+    """
+    # graycomatrix has no mask: voxels outside the region get one extra grey level, and that
+    # level's row and column are dropped, which leaves exactly the pairs inside the region
+    outside = GLCM_LEVELS
+    marked = np.where(region, levels, outside).astype(np.uint8)
+    counts = np.zeros((GLCM_LEVELS, GLCM_LEVELS), dtype=np.float64)
+    for z in np.flatnonzero(region.any(axis=(0, 1))):
+        matrix = graycomatrix(
+            marked[:, :, z], distances=[1], angles=[0.0, np.pi / 2], levels=outside + 1,
+            symmetric=True, normed=False,
+        )  # fmt: skip
+        counts += matrix[:outside, :outside].sum(axis=(2, 3))
+    if counts.sum() == 0:
         return 0.0, 1.0
-    return float((diff**2).mean()), float((1.0 / (1.0 + diff)).mean())
+    pooled = counts[:, :, None, None]  # graycoprops wants [levels, levels, distances, angles]
+    contrast = float(graycoprops(pooled, "contrast")[0, 0])
+    homogeneity = float(graycoprops(pooled, "homogeneity")[0, 0])
+    return contrast, homogeneity
 
 
 def mesh_area_volume(
@@ -209,7 +234,7 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
         gx, gy = np.gradient(image, spacing[0], spacing[1], axis=(0, 1))
         gradient = np.hypot(gx, gy)
         features[f"{modality}_gradient"] = float(gradient[tumour].mean())
-        contrast, homogeneity = _glcm(image, tumour)
+        contrast, homogeneity = glcm_features(grey_levels(image, tumour), tumour)
         features[f"{modality}_glcm_contrast"] = contrast
         features[f"{modality}_glcm_homogeneity"] = homogeneity
         ring_mean = float(image[ring].mean()) if ring.any() else float(values.mean())
@@ -350,19 +375,8 @@ def auc_table(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("draw")
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m tcl radiomics --manifest M --splits S --out DIR [--workers W]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl radiomics",
-        description="Hand-crafted features + logistic regression (the radiomics reference row).",
-    )
-    parser.add_argument("--manifest", required=True, type=Path)
-    parser.add_argument("--splits", required=True, type=Path)
-    parser.add_argument(
-        "--out", required=True, type=Path, help="writes DIR/draw<K>/predictions.csv"
-    )
-    parser.add_argument("--workers", type=int, default=None)
-    args = parser.parse_args(list(argv))
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl radiomics`` with its parsed options (tcl.cli)."""
     from tcl.data.manifest import read_manifest
     from tcl.data.splits import read_splits
 
