@@ -33,7 +33,9 @@ import argparse
 import hashlib
 import json
 import math
+import os
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -41,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from tcl.config import CONFIGS
+from tcl.data.manifest import read_csv_text_ids
 from tcl.metrics import METRICS, PAPER_TASK, TASK_FROM_PAPER, TASKS, run_metrics, summarize_draws
 from tcl.stats import delong_test, holm, paired_scores
 from tcl.utils import TclError, atomic_path, provenance
@@ -56,7 +59,8 @@ _DRAW_DIR = re.compile(r"^draw(\d+)$")
 SUMMARY_COLUMNS = [
     "config", "task", "metric", "mean", "sd", "n_draws", "paper", "complete", "paper_table", "note",
 ]  # fmt: skip
-# The paper's AUPRC column was computed from hard labels (paper-facts.md, known defects).
+# The paper's AUPRC column was computed from hard labels (docs/paper.md, "Known defects of the
+# released code").
 AUPRC_NOTES: dict[str, str] = {
     "auprc": "paper AUPRC came from hard labels: compare it with auprc_hard",
     "auprc_hard": "paper AUPRC column (hard labels, like for like)",
@@ -128,8 +132,6 @@ def _ignored_entries(runs_dir: Path) -> list[str]:
 
 def read_predictions(path: Path, draw: int) -> pd.DataFrame:
     """One run's predictions.csv; its ``draw`` column must equal the folder's draw."""
-    from tcl.data.manifest import read_csv_text_ids
-
     try:
         table = read_csv_text_ids(path)  # ids as text: a patient NA or None is not missing
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
@@ -138,6 +140,21 @@ def read_predictions(path: Path, draw: int) -> pd.DataFrame:
         found = sorted(set(table["draw"].astype(str)))
         raise TclError(f"{path}: folder says draw {draw} but the draw column holds {found}")
     return table
+
+
+def read_pooled_predictions(
+    runs_dir: str | os.PathLike, config: str, draws: Sequence[int]
+) -> pd.DataFrame | None:
+    """The predictions of ``config``'s runs of ``draws`` in one table, draw after draw (ids as
+    text, each draw checked as :func:`read_predictions` does); runs not there are left out,
+    and None says that none is. Each draw's test set is another, so pooled rows show typical
+    behaviour, not one test set's."""
+    tables = []
+    for draw in draws:
+        path = Path(runs_dir) / config / f"draw{draw}" / "predictions.csv"
+        if path.is_file():
+            tables.append(read_predictions(path, draw))
+    return pd.concat(tables) if tables else None
 
 
 def delong_table(
@@ -318,35 +335,8 @@ def _json_default(value: object) -> object:
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def cli(argv: list[str]) -> int:
-    """``python -m tcl evaluate RUNS_DIR [--out DIR] [--draws N | --draw K ...] [--alpha A]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl evaluate",
-        description="Metrics per draw, mean ± SD with the paper's values, and DeLong tests of "
-        "proposed vs each configuration, from RUNS_DIR/<config>/draw<K>/predictions.csv.",
-    )
-    parser.add_argument("runs_dir", metavar="RUNS_DIR", type=Path)
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output folder (default: the parent of RUNS_DIR, e.g. results/<profile>)",
-    )
-    which = parser.add_mutually_exclusive_group()
-    which.add_argument(
-        "--draws", type=int, default=None, help="draws 0..N-1 expected per configuration (3)"
-    )
-    which.add_argument(
-        "--draw",
-        type=int,
-        action="append",
-        default=None,
-        metavar="K",
-        help="evaluate draw K only (repeat for several: --draw 0 --draw 1); other draws' runs "
-        "are left out",
-    )
-    parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of CIs")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl evaluate`` with its parsed options (tcl.cli)."""
     if args.draws is not None and args.draws < 1:
         raise TclError(f"--draws must be at least 1, got {args.draws}")
     if args.draw is not None and min(args.draw) < 0:

@@ -142,6 +142,33 @@ def forest_plot(delong: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
+def contrastive_panels(history: pd.DataFrame, similarities: pd.DataFrame) -> plt.Figure:
+    """The task-aware contrastive loss during training and what it left in the final model.
+
+    Args:
+        history: a run's history.csv (``epoch`` and, where the configuration has them,
+            ``con_invasion`` and ``con_grade``).
+        similarities: one column per (task view, projection) pair of cosine similarities on
+            the test patients (tcl.representations.contrastive_similarities).
+
+    Left panel: the two contrastive terms per epoch; right: a box per column of
+    ``similarities``, whiskers without outliers.
+    """
+    fig, (ax_loss, ax_sim) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for term in ("con_invasion", "con_grade"):
+        if term in history:
+            ax_loss.plot(history["epoch"], history[term], label=term)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="contrastive terms during training")
+    ax_loss.legend()
+    ax_sim.boxplot([similarities[c] for c in similarities.columns], showfliers=False)
+    ax_sim.set_xticks(
+        range(1, len(similarities.columns) + 1), similarities.columns, rotation=15, fontsize=8
+    )
+    ax_sim.set(ylabel="cosine similarity", title="test patients, final model")
+    fig.tight_layout()
+    return fig
+
+
 CLASS_COLOURS = {
     "low_grade": "#4C72B0",
     "high_grade_noninvasive": "#DD8452",

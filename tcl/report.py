@@ -130,6 +130,69 @@ def format_metrics_table(tidy: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+def draw_counts(manifest: pd.DataFrame, draws: list[dict[str, list[str]]]) -> pd.DataFrame:
+    """Patients per draw and set (train, test): all of them, invasive, high grade, low grade.
+
+    Args:
+        manifest: one row per patient with ``patient_id``, ``invasion``, ``high_grade``.
+        draws: the draws of splits.json (``train`` and ``test`` lists of patient ids).
+    """
+    labels = manifest.set_index("patient_id")
+    rows = []
+    for k, draw in enumerate(draws):
+        for part in ("train", "test"):
+            members = labels.loc[draw[part]]
+            rows.append(
+                {
+                    "draw": k,
+                    "set": part,
+                    "patients": len(members),
+                    "invasive": int(members.invasion.sum()),
+                    "high grade": int(members.high_grade.sum()),
+                    "low grade": int((members.high_grade == 0).sum()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+DELONG_COLUMNS = (
+    "task", "config", "draw", "auc_proposed", "auc_other", "diff", "ci", "p_value", "p_holm",
+)  # fmt: skip
+
+
+def delong_rows(delong: pd.DataFrame) -> pd.DataFrame:
+    """``delong.csv`` (tcl.evaluate) with the paper's task names, sorted by task, configuration
+    and draw: the tidy table beside the formatted one."""
+    frame = delong.assign(task=delong["task"].replace(PAPER_TASK))
+    return frame.sort_values(["task", "config", "draw"]).reset_index(drop=True)
+
+
+def format_delong(delong: pd.DataFrame) -> pd.DataFrame:
+    """The DeLong tests for people: configuration labels, the difference and its confidence
+    interval signed to four decimals, p-values to three significant digits.
+
+    Args:
+        delong: :func:`delong_rows`' table.
+    """
+    return delong.assign(
+        config=delong["config"].map(lambda c: CONFIG_LABELS.get(c, c)),
+        diff=delong["diff"].map("{:+.4f}".format),
+        ci=[
+            f"[{lo:+.4f}, {hi:+.4f}]" for lo, hi in zip(delong.ci_low, delong.ci_high, strict=True)
+        ],
+        p_value=delong["p_value"].map("{:.3g}".format),
+        p_holm=delong["p_holm"].map("{:.3g}".format),
+    )[list(DELONG_COLUMNS)]
+
+
+def significant_share(delong: pd.DataFrame, alpha: float = 0.05) -> str:
+    """One sentence: per task, the share of comparisons with a Holm-adjusted p below ``alpha``
+    (a comparison that was not tested counts as not significant)."""
+    significant = (delong["p_holm"] < alpha).groupby(delong["task"]).mean()
+    shares = ", ".join(f"{task} {share:.0%}" for task, share in significant.items())
+    return f"Share of comparisons significant after Holm adjustment: {shares}"
+
+
 def to_markdown(frame: pd.DataFrame, caption: str = "") -> str:
     """A GitHub-flavoured Markdown table (no extra dependency)."""
     header = [str(c) for c in frame.columns]

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tcl.__main__ import main
+from tcl.cli import main
 from tcl.evaluate import evaluate_runs, paper_values
 from tcl.metrics import METRICS, TASKS, run_metrics
 from tcl.stats import delong_test, holm

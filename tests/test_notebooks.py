@@ -164,3 +164,32 @@ def test_papermill_import_skips_the_iri_grammar():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# A notebook narrates: its cells call the package; logic, formatting and plotting live in tcl
+# (tcl.chapters, tcl.report, tcl.plots), where tests reach them.
+LONGEST_CELL = 15  # lines of code in one cell, imports included
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_sets_up_through_the_package_and_keeps_cells_short(path):
+    notebook = nbformat.read(path, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    assert code[1].source.endswith(
+        "chapter = setup(profile, cohort, manifest, cache, splits, results, figures)"
+    )
+    assert len(code[1].source.splitlines()) <= 5
+    for cell in code[1:]:
+        assert len(cell.source.splitlines()) <= LONGEST_CELL, cell.source
+        assert "def " not in cell.source and "subplots(" not in cell.source, cell.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_reads_predictions_with_ids_as_text_and_cites_repository_files(path):
+    text = path.read_text()
+    # pd.read_csv would turn a patient "NA" into a missing value: tcl.evaluate.read_predictions
+    for line in text.splitlines():
+        assert not ("read_csv(" in line and "predictions" in line), line
+    for note in ("paper-facts.md", "imaging-signs.md", "shared/reference"):
+        assert note not in text  # notes outside the repository: cite docs/ instead

@@ -139,3 +139,14 @@ def test_save_figure_writes_a_png_and_a_pdf(tmp_path):
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths[1].read_bytes()[:5] == b"%PDF-"
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["line.pdf", "line.png"]
+
+
+def test_contrastive_panels_draw_the_terms_present_and_one_box_per_column():
+    history = pd.DataFrame({"epoch": [0, 1, 2], "con_invasion": [0.0, 0.5, 0.4]})
+    similarities = pd.DataFrame({"a own": [0.1, 0.2], "a other": [0.0, 0.1], "b own": [0.3, 0.4]})
+    fig = plots.contrastive_panels(history, similarities)
+    ax_loss, ax_sim = fig.axes
+    assert [line.get_label() for line in ax_loss.get_lines()] == ["con_invasion"]
+    np.testing.assert_allclose(ax_loss.get_lines()[0].get_ydata(), [0.0, 0.5, 0.4])
+    assert [t.get_text() for t in ax_sim.get_xticklabels()] == ["a own", "a other", "b own"]
+    assert ax_sim.get_ylabel() == "cosine similarity"

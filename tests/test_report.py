@@ -211,3 +211,52 @@ def test_results_summary_is_computed_from_the_tables():
     assert "EFMT (invasion), EFMT (grade)" in text
     summary.loc[summary.metric == "sensitivity", "mean"] = 0.5
     assert "every network finds some positive test patients" in report.results_summary(summary)
+
+
+def test_draw_counts_per_draw_and_set():
+    frame = manifest_frame().assign(high_grade=lambda t: (t.who_grade >= 2).astype(int))
+    draws = [{"train": ["L0", "L1", "I0"], "test": ["L2", "I1", "N0"]}]
+    counts = report.draw_counts(frame, draws)
+    assert counts.to_dict("records") == [
+        {"draw": 0, "set": "train", "patients": 3, "invasive": 1, "high grade": 1, "low grade": 2},
+        {"draw": 0, "set": "test", "patients": 3, "invasive": 1, "high grade": 2, "low grade": 1},
+    ]
+
+
+def delong_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "task": ["high_grade", "invasion", "invasion"],
+            "draw": [0, 1, 0],
+            "config": ["efmt", "mmoe", "mmoe"],
+            "auc_proposed": [0.8, 0.9, 0.85],
+            "auc_other": [0.7, 0.95, 0.8],
+            "diff": [0.1, -0.05, 0.05],
+            "ci_low": [0.01, -0.2, -0.1],
+            "ci_high": [0.19, 0.1, 0.2],
+            "p_value": [0.0123456, 0.5, np.nan],
+            "p_holm": [0.0246912, 0.5, np.nan],
+        }
+    )
+
+
+def test_delong_rows_take_the_papers_task_names_and_sort():
+    rows = report.delong_rows(delong_frame())
+    assert rows[["task", "config", "draw"]].values.tolist() == [
+        ["grade", "efmt", 0], ["invasion", "mmoe", 0], ["invasion", "mmoe", 1],
+    ]  # fmt: skip
+    assert list(rows.index) == [0, 1, 2]
+
+
+def test_format_delong_signs_the_difference_and_rounds_p_values():
+    formatted = report.format_delong(report.delong_rows(delong_frame()))
+    assert list(formatted.columns) == list(report.DELONG_COLUMNS)
+    first = formatted.iloc[0]
+    assert (first.config, first["diff"], first.ci) == ("EFMT", "+0.1000", "[+0.0100, +0.1900]")
+    assert (first.p_value, first.p_holm) == ("0.0123", "0.0247")
+    assert formatted.iloc[1].p_value == "nan"  # a comparison the test set could not make
+
+
+def test_significant_share_per_task_counts_untested_as_not_significant():
+    text = report.significant_share(report.delong_rows(delong_frame()))
+    assert text == "Share of comparisons significant after Holm adjustment: grade 100%, invasion 0%"
