@@ -20,10 +20,10 @@
 #   SEED=N                           train with another seed (results/<profile>-seedN)
 #   CPU_ISA=native | avx2            avx2: CPU kernels limited to AVX2 (ATen, oneDNN, MKL), so
 #                                    that machines with and without AVX-512 compute the same
-#                                    sums; 75 % slower on an AVX-512 CPU (README, "Reproducing")
+#                                    sums; 75 % slower on an AVX-512 CPU (docs/reproducing.md)
 #   LAUNCH="srun --gres=gpu:1 ..."   run every training as a Slurm job (or, inside an allocation,
 #                                    a job step): the command goes in front of each training's
-#                                    notebook; Slurm picks the GPU (README, "Running on a cluster")
+#                                    notebook; Slurm picks the GPU (docs/cluster.md)
 #   LAUNCH_CPU="srun -c 16 ..."      the same for the CPU-heavy data steps (synth, preprocess,
 #                                    radiomics); empty: they run where make runs
 SHELL := /bin/bash
@@ -51,7 +51,7 @@ GPUS    ?=
 # A command that runs a training elsewhere, e.g. "srun --gres=gpu:1 --cpus-per-task=8": make
 # stays the graph of what is missing, the scheduler runs each training (job name
 # tcl-<profile>-<config>-draw<K>, through srun's SLURM_JOB_NAME). LAUNCH_CPU: the same for the
-# data steps. Results must then sit on a filesystem the nodes share (README).
+# data steps. Results must then sit on a filesystem the nodes share (docs/cluster.md).
 LAUNCH  ?=
 LAUNCH_CPU ?=
 # Configurations whose trained networks are kept (model.safetensors + model.json, for tcl
@@ -171,9 +171,9 @@ COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest $(call from_n
              -p cache ../$(CACHE) -p splits ../$(SPLITS) -p results ../$(RESULTS) \
              -p figures ../$(FIGURES)
 DATA_SOURCES  := $(wildcard tcl/data/*.py) tcl/parallel.py
-TRAIN_SOURCES := tcl/train.py tcl/losses.py tcl/config.py tcl/saved.py $(wildcard tcl/augment.py tcl/models/*.py)
+TRAIN_SOURCES := tcl/train.py tcl/runtime.py tcl/checkpoints.py tcl/inference.py tcl/runs.py tcl/data/draw.py tcl/losses.py tcl/config.py tcl/saved.py $(wildcard tcl/augment.py tcl/models/*.py)
 SAVED_CONFIGS := proposed $(if $(filter all,$(SAVE_WEIGHTS)),$(CONFIGS),$(SAVE_WEIGHTS))
-EVAL_SOURCES  := tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py
+EVAL_SOURCES  := tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py tcl/chapters.py
 RUN_TARGETS   := $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(RUNS)/$(c)/draw$(d)/predictions.csv))
 RADIOMICS     := $(foreach d,$(DRAWS),$(RUNS)/radiomics/draw$(d)/predictions.csv)
 REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 06_representations 07_predict_explain,$(NBOUT)/$(n).ipynb)
@@ -206,7 +206,7 @@ $(CACHE)/meta.json: $(MANIFEST) $(DATA_SOURCES)
 $(SPLITS): $(MANIFEST) tcl/data/splits.py
 	$(PYTHON) -m tcl splits --manifest $(MANIFEST) --out $@ --draws 3 --seed 666
 
-$(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl/report.py tcl/plots.py
+$(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl/report.py tcl/plots.py tcl/chapters.py
 	$(NOTEBOOK) $< $@ $(COMMON)
 
 # One training notebook per configuration and draw; the run's predictions.csv is the target.
@@ -237,12 +237,12 @@ $(NBOUT)/07_predict_explain.ipynb: tcl/predict.py tcl/explain.py tcl/saved.py
 # ---------------------------------------------------------------- GPU check (issue 10)
 # gpu-wheels: the wheels that a GPU machine without network lacks (nibabel, papermill, the
 # kernel machinery), downloaded into .whl/ (ignored) for the device tool's carry list.
-# gpu-check: tools/gpu_check.sh: stem and tcl bench figures, then make all PROFILE=paper
+# gpu-check: tcl/perf/gpu_check.sh: stem and tcl bench figures, then make all PROFILE=paper
 # DRAWS=0 within a time budget; summary in $OUT or results/gpu-check. Options in
 # GPU_CHECK_ARGS, e.g. "--profile smoke --device cpu --jobs 2 --threads 1" to rehearse on a CPU.
 GPU_CHECK_ARGS ?=
 gpu-wheels: env
-	$(PYTHON) tools/gpu_wheels.py --dest .whl
+	$(PYTHON) tcl/perf/gpu_wheels.py --dest .whl
 
 gpu-check:
-	PYTHON="$(PYTHON)" bash tools/gpu_check.sh $(GPU_CHECK_ARGS)
+	PYTHON="$(PYTHON)" bash tcl/perf/gpu_check.sh $(GPU_CHECK_ARGS)

@@ -2,7 +2,7 @@
 
 The paper augments each training sample with a random crop, a flip and Gaussian noise, each
 applied independently with probability p (0.5), in that order, and normalises afterwards
-(paper-facts.md, "Augmentation"). The released code does this per sample with scipy on the
+(docs/paper.md, "Augmentation"). The released code does this per sample with scipy on the
 CPU; here every step is one batched tensor operation on whatever device holds the batch, with
 randomness drawn from an explicit ``torch.Generator`` so runs are reproducible and resumable.
 

@@ -329,25 +329,8 @@ def read_synth_params(manifest: str | Path) -> SynthParams:
         ) from None
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m tcl ceilings --manifest M --splits S [--out CSV] [--kappa K ...]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl ceilings",
-        description="The AUC ceilings of a synthetic cohort's tasks (Bayes on the latent "
-        "factors, logistic regression on the factors, on every sign, on the shared signs).",
-    )
-    parser.add_argument("--manifest", required=True, type=Path, help="a synthetic manifest")
-    parser.add_argument("--splits", required=True, type=Path, help="splits.json")
-    parser.add_argument("--out", type=Path, help="write the per-draw table (CSV) here")
-    parser.add_argument(
-        "--kappa",
-        type=float,
-        nargs="+",
-        default=None,
-        metavar="K",
-        help="also print the Bayes ceiling at these kappas (latents sampled, nothing rendered)",
-    )
-    args = parser.parse_args(list(argv))
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl ceilings`` with its parsed options (tcl.cli)."""
     from tcl.data.manifest import read_manifest
     from tcl.data.splits import read_splits
 
@@ -382,5 +365,5 @@ __all__ = [
     "sample_factors",
     "sign_features",
     "summarise",
-    "cli",
+    "main",
 ]

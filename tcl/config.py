@@ -1,7 +1,7 @@
 """Profiles and configuration names: the one place that decides every number of a run.
 
 A *profile* is a protocol (input size, network width, epochs, optimiser, schedule, loss weights,
-augmentation). ``paper`` is the paper's protocol (../shared/reference/paper-facts.md); ``quick``
+augmentation). ``paper`` is the paper's protocol (docs/paper.md); ``quick``
 shrinks it so all 27 trainings fit in about 45 minutes on a 2-core CPU; ``smoke`` runs in
 seconds for tests.
 A *configuration* is one of the nine trained networks of Tables 2 and 3.
@@ -23,7 +23,7 @@ CONFIGS = COMPARED + ABLATIONS + ("proposed",)
 
 @dataclass(frozen=True)
 class Profile:
-    """Every setting of a training protocol. Defaults are the paper's (paper-facts.md)."""
+    """Every setting of a training protocol. Defaults are the paper's (docs/paper.md)."""
 
     name: str
     size: tuple[int, int, int] = (128, 128, 24)  # H, W, D the cache is preprocessed to
@@ -49,9 +49,9 @@ class Profile:
     # network's features of the training patients (tcl.train.refit_classifiers); 0 = none, as
     # in the paper. Why the CPU profiles take some: see QUICK.
     head_steps: int = 0
-    # Minutes of training between resumable checkpoints (tcl.train.CheckpointPolicy); a run also
-    # checkpoints when it receives SIGTERM or SIGINT, then stops. Not part of a run's key: when
-    # a run saves its state does not change what it computes (resumes are exact on CPU).
+    # Minutes of training between resumable checkpoints (tcl.checkpoints.CheckpointPolicy); a run
+    # also checkpoints when it receives SIGTERM or SIGINT, then stops. Not part of a run's key:
+    # when a run saves its state does not change what it computes (resumes are exact on CPU).
     checkpoint_minutes: float = field(default=15.0, metadata={"in_key": False})
     n_patients: int = 800  # size of the synthetic cohort this profile builds
     synth_shape: tuple[int, int, int] = (256, 256, 24)  # its raw volumes (paper: 256×256×24)
@@ -78,7 +78,7 @@ class Profile:
             )
 
 
-# paper: every setting of paper-facts.md. Two choices are ours, both documented in tcl.train:
+# paper: every setting of docs/paper.md. Two choices are ours, both documented in tcl.train:
 # the LR schedule drops the released run's two leading zero-LR epochs (zero_lr_epochs=2 restores
 # them), and L_con switches on at 0-based epoch 30 ("after 30 epochs", the paper's words; the
 # released code's 1-based "epoch 30" would be 0-based 29).
@@ -192,12 +192,12 @@ def check_config(name: str) -> str:
 # with 2 threads took 3.5 s per epoch; two side by side with 1 thread each 6.4 s per epoch each,
 # i.e. 3.2 s per epoch of either, 9 % faster, and each training's single-threaded start-up,
 # prediction and notebook overhead overlaps the other's epochs. Two OpenMP threads also slow
-# down many times whenever anything else needs a core (tcl.train.configure_backend). Hence one
+# down many times whenever anything else needs a core (tcl.runtime.configure_backend). Hence one
 # thread per training, one training per core, up to MAX_CPU_JOBS at once (a quick training
 # holds about 1 GB, its kernel included).
 #
 # On one GPU, two trainings side by side when the card holds two: measured on an H200
-# (../shared/reference/gpu/measurements.md) three `tcl bench` processes at once reach 231
+# (docs/performance.md, commit 66ca081) three `tcl bench` processes at once reach 231
 # samples/s in sum against 255 for one alone, so sharing the card costs about a tenth of the
 # kernel rate, while each run's start-up, cache load, prediction and notebook (seconds of CPU
 # work during which one training alone leaves the GPU idle) overlap the other's epochs. Each

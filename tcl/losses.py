@@ -5,7 +5,7 @@ Total loss per configuration (cross-entropy everywhere, no class weights, as in 
 | configuration | terms |
 |---|---|
 | efmt, mfmt, mmoe | cls_invasion + cls_grade |
-| maml | cls_invasion + cls_grade + Σ_m (intra_invasion_m + intra_grade_m) (baselines.md §4) |
+| maml | cls_invasion + cls_grade + Σ_m (intra_invasion_m + intra_grade_m) (docs/baselines.md §4) |
 | baseline1, baseline2 | cls_invasion + cls_grade |
 | baseline3 | cls + α (con_invasion + con_grade) |
 | baseline4 | cls + β (aux_invasion + aux_grade) |

@@ -32,9 +32,11 @@ import torch
 from tcl.data.manifest import PatientFiles, read_manifest
 from tcl.data.patients import PatientImages, load_patient
 from tcl.data.transforms import crop_box, preprocess_images, square_padding
-from tcl.data.validate import add_alignment_option
+from tcl.explain import DEFAULT_IG_STEPS, explain_patients
+from tcl.inference import predict
 from tcl.parallel import default_workers, map_patients
 from tcl.predictions import DECISION_RULE, TASKS, decide
+from tcl.runtime import resolve_device
 from tcl.saved import ModelSpec, load_model, read_spec
 from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
 
@@ -187,8 +189,6 @@ def predict_volumes(
     """
     from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
-    from tcl.train import predict
-
     rows = np.arange(len(volumes))
     p_invasion = np.zeros(len(volumes))
     p_high_grade = np.zeros(len(volumes))
@@ -246,7 +246,6 @@ def run_predict(
     and ``out.json`` (models, averaging, timings, provenance); with ``explain``, the maps.
     ``alignment``: warn of FLAIR-C or ADC series misregistered against T1C (about 1 s a
     patient). Returns the predictions table."""
-    from tcl.train import resolve_device
 
     started = time.perf_counter()
     out = Path(out)
@@ -271,8 +270,6 @@ def run_predict(
 
     explained = None
     if explain is not None:
-        from tcl.explain import DEFAULT_IG_STEPS, explain_patients
-
         explained = explain_patients(
             [m for m, _ in loaded],
             prepared,
@@ -318,41 +315,8 @@ def run_predict(
     return result
 
 
-def cli(argv: list[str]) -> int:
-    """``python -m tcl predict --model RUN_DIR [--model ...] --manifest NEW.csv --out P.csv``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl predict",
-        description="Apply saved networks (tcl train --save-weights) to the patients of a "
-        "manifest (labels optional): probabilities, the paper's classes (p > 0.5), and with "
-        "--explain 3D attribution maps in each patient's own voxel grid.",
-    )
-    parser.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        type=Path,
-        metavar="RUN_DIR",
-        help="a run folder holding model.safetensors + model.json; repeat it to average models",
-    )
-    parser.add_argument("--manifest", type=Path, required=True, help="manifest.csv of the patients")
-    parser.add_argument("--out", type=Path, required=True, help="predictions CSV to write")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    parser.add_argument(
-        "--explain",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="also write DIR/<patient>/{invasion,high_grade}.nii.gz and overview.png "
-        "(integrated gradients; see tcl.explain)",
-    )
-    parser.add_argument(
-        "--ig-steps", type=int, default=None, help="integrated-gradients steps (default 32)"
-    )
-    parser.add_argument("--workers", type=int, default=None, help="processes reading patients")
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the network")
-    add_alignment_option(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl predict`` with its parsed options (tcl.cli)."""
     result = run_predict(
         args.model,
         args.manifest,

@@ -3,7 +3,8 @@
 The proposed network splits the fused features into an invasion-specific part G_i, a
 grade-specific part G_m and a task-common part G_c (paper Sec. 2). If the split works, on the
 synthetic cohort — whose labels come from a shared factor A, a grade factor G and an invasion
-factor I (imaging-signs.md §5) — G_i should carry I, G_m should carry G, and G_c should carry A.
+factor I (docs/synthetic-cohort.md §5) — G_i should carry I, G_m should carry G, and G_c should
+carry A.
 This module loads a trained run, embeds the test patients and measures how well each feature set
 linearly predicts each latent factor (cross-validated R²).
 """
@@ -23,6 +24,8 @@ from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from tcl.inference import outputs_in_batches
+from tcl.saved import load_model
 from tcl.utils import TclError
 
 # Output keys of the proposed network (tcl.models) and what they are in the paper's notation.
@@ -40,8 +43,6 @@ LATENT_FACTORS = {
 
 def load_trained(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The final model of a run saved with ``--save-weights``, in eval mode, and its run.json."""
-    from tcl.saved import load_model
-
     run_dir = Path(run_dir)
     model, _ = load_model(run_dir, device)
     info_path = run_dir / "run.json"
@@ -50,11 +51,11 @@ def load_trained(run_dir: str | os.PathLike, device: str = "cpu") -> tuple[torch
     return model, json.loads(info_path.read_text())
 
 
-@torch.no_grad()
 def embed(
     model: torch.nn.Module, volumes: np.ndarray, rows: np.ndarray, batch_size: int = 32
 ) -> dict[str, np.ndarray]:
-    """Every [B, C] output of ``model`` for the patients at ``rows`` of a cache.
+    """Every [B, C] output of ``model`` (in eval mode) for the patients at ``rows`` of a cache,
+    computed as the test predictions are (tcl.inference).
 
     Args:
         volumes: the cache's [N, 3, H, W, D] array.
@@ -66,9 +67,8 @@ def embed(
     """
     device = next(model.parameters()).device
     collected: dict[str, list[np.ndarray]] = {}
-    for start in range(0, len(rows), batch_size):
-        x = torch.from_numpy(np.asarray(volumes[rows[start : start + batch_size]], np.float32))
-        for key, value in model(x.to(device)).items():
+    for outputs in outputs_in_batches(model, volumes, rows, batch_size, device):
+        for key, value in outputs.items():
             if value.ndim == 2:
                 collected.setdefault(key, []).append(value.float().cpu().numpy())
     return {key: np.concatenate(parts) for key, parts in collected.items()}

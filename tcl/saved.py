@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tcl.models import build
 from tcl.predictions import DECISION_RULE
 from tcl.utils import TclError, atomic_path, provenance, write_text_atomic
 
@@ -181,8 +182,6 @@ def load_model(
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from tcl.models import build
 
     run_dir = Path(run_dir)
     spec = read_spec(run_dir)

@@ -2,39 +2,32 @@
 
 One run = one configuration (tcl.config.CONFIGS) trained on one draw's training patients under
 one profile (tcl.config.PROFILES), then evaluated on that draw's test patients with the model
-of the last epoch (paper-facts.md, "Training"). The run directory receives
+of the last epoch (docs/paper.md, "Training"). The run directory (tcl.runs) receives
+``history.csv`` (one row per epoch: every loss term, lr, seconds, samples/s), ``run.json``
+(settings, key, device, kernels, sizes, times, provenance), with ``--save-weights`` the network
+(tcl.saved) for ``python -m tcl predict``, and last ``predictions.csv``: one row per test
+patient with softmax probabilities and classes.
 
-- ``history.csv``  one row per epoch: every loss term (mean over the epoch's steps), lr,
-  seconds, samples/s;
-- ``run.json``     resolved profile, configuration, draw, seed, provenance, device, wall time,
-  parameter count, FLOPs per sample, cache hash;
-- ``model.safetensors``, ``model.json``  the final weights and how to rebuild and feed them
-  (only with ``--save-weights``; tcl.saved), so that ``python -m tcl predict`` can apply the
-  network to new patients;
-- ``predictions.csv`` written last, so its presence means the run completed: one row per test
-  patient with softmax probabilities and argmax classes.
+Read top to bottom, this file is the training: the schedule (:func:`lr_at_epoch`), a batch
+(:func:`prepare_batch`, :func:`forward_backward`, :func:`optimizer_step`), the state a run
+carries (:class:`TrainingState`), an epoch (:func:`train_step`, :func:`train_epochs`), the CPU
+profiles' classifier refit, the test predictions, and :func:`train_run`, which strings them
+together. What lies around the loop has its own module: device and kernels (tcl.runtime),
+the data of a draw (tcl.data.draw), checkpoints and when to write them (tcl.checkpoints), the
+run folder (tcl.runs), batched inference (tcl.inference), FLOP counts (tcl.models.cost).
 
 Speed: the whole training set is one float16 tensor on the training device; every batch is
 indexed from it and augmented there (tcl.augment, batched torch, no per-sample Python). On CUDA
 the step runs under bf16 autocast with channels_last_3d and cudnn.benchmark; ``--compile``
 adds torch.compile. On CPU all cores are used and deterministic algorithms are requested.
 
-Resuming: an atomic ``checkpoint.pt`` stores model, optimiser, scheduler, history, the position
-in the epoch (its shuffled order and loss sums so far) and every RNG state (python, numpy,
-torch, CUDA, the shuffling and augmentation generators). It is written every
-``profile.checkpoint_minutes`` of training and when the process receives SIGTERM or SIGINT,
-after which the run stops (:class:`CheckpointPolicy`, the one place that decides). Rerunning the
-same command continues from it and, on CPU, yields the same predictions as an uninterrupted run.
-The checkpoint is removed once the run is done.
-
-The run in steps (:func:`train_run`): :func:`run_key` (what makes two runs the same),
-:func:`resolve_existing` (a finished run, a checkpoint to resume, or a fresh start),
-:func:`start_training` (model, optimiser, schedule, generators, restored state),
-:func:`train_step` until the last epoch (checkpoints between steps), :func:`predict_test`,
-:func:`record_run` (run.json, saved weights) and :func:`commit_run` (predictions.csv, last).
+Resuming: ``checkpoint.pt`` holds everything a run is between two optimiser steps
+(:meth:`TrainingState.checkpoint`), written every ``profile.checkpoint_minutes`` and on SIGTERM
+or SIGINT (tcl.checkpoints.CheckpointPolicy). Rerunning the same command continues from it and,
+on CPU, yields the same predictions as an uninterrupted run.
 
 Learning-rate schedule (see :func:`lr_at_epoch`): the released code's warm-up scheduler, as
-run, trains epochs 0–1 at LR 0 (paper-facts.md). We drop those two epochs: epoch e < W
+run, trains epochs 0–1 at LR 0 (docs/paper.md). We drop those two epochs: epoch e < W
 (W = warmup_epochs) trains at lr·(e+1)/W, the peak lr then holds for ``step_size`` epochs
 counting the last warm-up epoch, and the LR is multiplied by ``gamma`` every ``step_size``
 epochs after that. This is exactly the released per-epoch sequence with its two leading zeros
@@ -47,20 +40,12 @@ released schedule exactly for anyone who wants it.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
-import hashlib
-import json
 import os
-import platform
-import random
-import signal
 import sys
-import tempfile
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,30 +57,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from tcl.augment import augment
-from tcl.config import CONFIGS, PROFILES, Profile, check_config, get_profile
-from tcl.models.stem import get_stem_impl, resolve_impl, stem_impl
+from tcl.checkpoints import (
+    CHECKPOINT,
+    CheckpointPolicy,
+    RunInterrupted,
+    restore_rng_states,
+    rng_states,
+)
+from tcl.config import Profile, check_config, get_profile
+from tcl.data.draw import DrawData, load_draw
+from tcl.inference import predict
+from tcl.losses import total_loss
+from tcl.models import build, classifiers
+from tcl.models.cost import run_flops
+from tcl.models.stem import get_stem_impl, resolve_impl
 from tcl.predictions import PREDICTION_COLUMNS, decide
-from tcl.utils import (
-    StopSignals,
-    TclError,
-    atomic_path,
-    available_cpus,
-    provenance,
-    seed_everything,
-    write_text_atomic,
+from tcl.runs import commit_run, record_run, resolve_existing, run_key
+from tcl.runtime import (
+    autocast,
+    configure_backend,
+    device_name,
+    gpu_identity,
+    kernel_setup,
+    kernels,
+    oom_error,
+    resolve_device,
 )
-
-CHECKPOINT = "checkpoint.pt"
-# model.pt: the pickled weights of runs before model.safetensors, removed with the rest
-OUTPUTS = (
-    "predictions.csv",
-    "history.csv",
-    "run.json",
-    "model.safetensors",
-    "model.json",
-    "model.pt",
-)
-
+from tcl.utils import TclError, atomic_path, provenance, seed_everything
 
 # ---------------------------------------------------------------------------- schedule
 
@@ -116,237 +104,15 @@ def lr_at_epoch(profile: Profile, epoch: int) -> float:
     return profile.lr * profile.gamma ** ((e - peak_start) // profile.step_size)
 
 
-# ---------------------------------------------------------------------------- device
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA if available else CPU; ``cuda`` without a GPU is a user error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in {"cpu", "cuda"} and not device.startswith("cuda:"):
-        raise TclError(f"--device must be auto, cpu or cuda, got {device!r}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise TclError(
-            "--device cuda was requested but torch sees no CUDA device; use --device cpu"
-        )
-    return torch.device(device)
-
-
-def configure_backend(device: torch.device, threads: int | None = None) -> None:
-    """Fast settings on CUDA; ``threads`` (default: all cores) and deterministic kernels on CPU.
-
-    On a CPU shared with other busy processes, fewer threads than cores can be much faster:
-    OpenMP threads that wait for a descheduled sibling spin (measured here: a training step
-    took 16 s with 2 threads against 1.2 s with 1 while another job kept one core busy).
-    """
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    else:
-        torch.set_num_threads(threads or available_cpus())
-        # Same seed, same machine → same predictions; warn_only keeps ops without a
-        # deterministic CPU kernel usable (none of ours needs it, to our knowledge).
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def autocast(device: torch.device) -> Any:
-    """bf16 autocast on CUDA; a no-op context on CPU (fp32 there: CPU bf16 conv3d is slow)."""
-    return torch.autocast(
-        device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"
-    )
-
-
-# ---------------------------------------------------------------------------- data
-
-
-@dataclass
-class DrawData:
-    """One draw's data. Volumes are [N, 3, H, W, D]; labels are LongTensor [N] of 0/1."""
-
-    train_volumes: torch.Tensor  # float16, on the training device
-    train_invasion: torch.Tensor
-    train_high_grade: torch.Tensor
-    train_ids: list[str]
-    test_ids: list[str]
-    test_rows: np.ndarray  # rows of the cache's volumes array
-    test_invasion: np.ndarray
-    test_high_grade: np.ndarray
-    volumes: np.ndarray  # the cache's memory-mapped [N_all, 3, H, W, D] float16 array
-    meta: dict[str, Any]
-
-
-def preprocess_hint(meta: dict[str, Any], cache_dir: Path, size: tuple[int, int, int]) -> str:
-    """The command that builds a cache of ``size`` beside ``cache_dir``."""
-    manifest = meta.get("manifest") or "MANIFEST"
-    out = cache_dir.parent / "x".join(map(str, size))
-    sizes = " ".join(map(str, size))
-    return f"python -m tcl preprocess --manifest {manifest} --out {out} --size {sizes}"
-
-
-def load_draw(
-    cache_dir: Path, splits_path: Path, draw: int, profile: Profile, device: torch.device
-) -> DrawData:
-    """Read the cache and the draw; put the training volumes on ``device`` as one tensor."""
-    from tcl.data.preprocess import load_cache
-    from tcl.data.splits import read_splits
-
-    cache = load_cache(cache_dir)
-    size = tuple(int(s) for s in cache.meta["size"])
-    if size != tuple(profile.size):
-        raise TclError(
-            f"cache {cache_dir} holds {'x'.join(map(str, size))} volumes but profile "
-            f"{profile.name!r} trains at {'x'.join(map(str, profile.size))}; build its cache with: "
-            f"{preprocess_hint(cache.meta, cache_dir, profile.size)} (and pass that --cache)"
-        )
-    draws = read_splits(splits_path)
-    if not 0 <= draw < len(draws):
-        raise TclError(
-            f"--draw {draw} is out of range: {splits_path} holds {len(draws)} draw(s), "
-            f"numbered 0..{len(draws) - 1}"
-        )
-    index = cache.index.copy()
-    index["patient_id"] = index["patient_id"].astype(str)
-    row_of = dict(zip(index["patient_id"], index["row"], strict=True))
-    chosen = draws[draw]
-    missing = [pid for pid in chosen["train"] + chosen["test"] if pid not in row_of]
-    if missing:
-        raise TclError(
-            f"{splits_path} draw {draw} names {len(missing)} patient(s) absent from cache "
-            f"{cache_dir} (e.g. {', '.join(missing[:3])}); the splits and the cache come from "
-            f"different cohorts. Rebuild the splits with: python -m tcl splits --manifest "
-            f"{cache.meta.get('manifest') or 'MANIFEST'} --out {splits_path}"
-        )
-    labels = index.set_index("patient_id")
-    train_ids, test_ids = list(chosen["train"]), list(chosen["test"])
-    train_rows = np.array([row_of[p] for p in train_ids], dtype=np.int64)
-    test_rows = np.array([row_of[p] for p in test_ids], dtype=np.int64)
-    # Read in sorted row order (sequential on disk), then restore the draw's order.
-    order = np.argsort(train_rows)
-    train_np = np.empty((len(train_rows), *cache.volumes.shape[1:]), dtype=np.float16)
-    train_np[order] = np.asarray(cache.volumes[train_rows[order]], dtype=np.float16)
-
-    def as_long(ids: list[str], column: str) -> np.ndarray:
-        return labels.loc[ids, column].to_numpy().astype(np.int64)
-
-    return DrawData(
-        train_volumes=torch.from_numpy(train_np).to(device),
-        train_invasion=torch.from_numpy(as_long(train_ids, "invasion")).to(device),
-        train_high_grade=torch.from_numpy(as_long(train_ids, "high_grade")).to(device),
-        train_ids=train_ids,
-        test_ids=test_ids,
-        test_rows=test_rows,
-        test_invasion=as_long(test_ids, "invasion"),
-        test_high_grade=as_long(test_ids, "high_grade"),
-        volumes=cache.volumes,
-        meta=dict(cache.meta),
-    )
-
-
-def meta_hash(meta: dict[str, Any]) -> str:
-    """A short hash of a cache's meta.json content (changes whenever the cache is rebuilt
-    from other inputs or settings)."""
-    return hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 # ---------------------------------------------------------------------------- model
 
 
 def build_model(config: str, profile: Profile, device: torch.device) -> nn.Module:
     """The configuration's network at the profile's width and dropout, on ``device``."""
-    from tcl.models import build
-
     model = build(config, width=profile.width, dropout=profile.dropout).to(device)
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     return model
-
-
-def count_flops(
-    model: nn.Module, size: tuple[int, int, int], device: torch.device, backward: bool = False
-) -> dict[str, int]:
-    """FLOPs of one 3×H×W×D sample: ``forward`` and, if asked, ``train_step`` (forward +
-    backward), counted with torch.utils.flop_counter (2 FLOPs per multiply-accumulate).
-
-    Counted in eval mode (no dropout draws, no BatchNorm statistics updated), so counting does
-    not disturb training or its RNG streams; gradients it leaves are cleared.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    was_training = model.training
-    model.eval()
-    x = torch.zeros(1, 3, *size, device=device)
-    with FlopCounterMode(display=False) as counter:
-        with torch.no_grad():
-            model(x)
-    flops = {"forward": int(counter.get_total_flops())}
-    if backward:
-        with FlopCounterMode(display=False) as counter:
-            outputs = model(x)
-            (outputs["invasion"].float().sum() + outputs["grade"].float().sum()).backward()
-        flops["train_step"] = int(counter.get_total_flops())
-        for p in model.parameters():
-            p.grad = None
-    model.train(was_training)
-    return flops
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    volumes: np.ndarray,
-    rows: np.ndarray,
-    batch_size: int,
-    device: torch.device,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Softmax probabilities of class 1 for both tasks, eval mode.
-
-    Runs out of GPU memory gracefully: the batch is halved and the prediction restarted, down
-    to single patients, because the model in memory is a finished training that has no
-    checkpoint to resume from. Outputs do not depend on the batch (eval-mode BatchNorm).
-
-    Args:
-        volumes: [N_all, 3, H, W, D] cache array (memory-mapped); ``rows`` selects patients.
-    Returns:
-        p_invasion [len(rows)], p_high_grade [len(rows)] as float64 arrays.
-    """
-    model.eval()
-    while True:
-        try:
-            return _predict_batches(model, volumes, rows, batch_size, device)
-        except torch.OutOfMemoryError:
-            if batch_size == 1:
-                raise TclError(
-                    "CUDA ran out of memory predicting a single test patient; use a GPU with "
-                    "more memory or a smaller profile"
-                ) from None
-            batch_size //= 2
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-
-
-def _predict_batches(
-    model: nn.Module, volumes: np.ndarray, rows: np.ndarray, batch_size: int, device: torch.device
-) -> tuple[np.ndarray, np.ndarray]:
-    p_invasion, p_high_grade = [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        # Moved in the cache's dtype (float16: half the bytes) and converted on the device;
-        # float16 → float32 is exact, so the values are those of a conversion on the host.
-        x = torch.from_numpy(np.asarray(volumes[chunk])).to(device).float()
-        n = len(x)
-        if device.type == "cuda":
-            if n < batch_size and len(rows) > batch_size:
-                # the last, partial batch padded to the full one: cudnn.benchmark would
-                # otherwise autotune every layer again for one batch (eval mode: each
-                # sample's output is its own, the padding's is dropped)
-                x = torch.cat((x, x.new_zeros(batch_size - n, *x.shape[1:])))
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        with autocast(device):
-            outputs = model(x)
-        p_invasion.append(torch.softmax(outputs["invasion"][:n].float(), dim=1)[:, 1].cpu())
-        p_high_grade.append(torch.softmax(outputs["grade"][:n].float(), dim=1)[:, 1].cpu())
-    return torch.cat(p_invasion).double().numpy(), torch.cat(p_high_grade).double().numpy()
 
 
 def prepare_batch(
@@ -384,8 +150,6 @@ def forward_backward(
     Returns:
         The loss terms (tcl.losses.total_loss), each detached and multiplied by ``scale``.
     """
-    from tcl.losses import total_loss
-
     with autocast(x.device):
         outputs = model(x)
     terms = total_loss(
@@ -403,169 +167,51 @@ def forward_backward(
     return {name: value.detach().float() * scale for name, value in terms.items()}
 
 
-# ---------------------------------------------------------------------------- checkpoints
-
-
-def rng_states(shuffle: torch.Generator, augment_gen: torch.Generator) -> dict[str, Any]:
-    """Every random state a resumed run needs to continue identically, as tensors and plain
-    values only (NumPy's state as a tensor too), so that :func:`load_checkpoint` can read it
-    without unpickling any class."""
-    bit_generator, key, pos, has_gauss, cached_gaussian = np.random.get_state()
-    states = {
-        "python": random.getstate(),
-        "numpy": {
-            "bit_generator": str(bit_generator),
-            "key": torch.from_numpy(key.astype(np.int64)),  # MT19937: 624 × uint32
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached_gaussian),
-        },
-        "torch": torch.get_rng_state(),
-        "shuffle": shuffle.get_state(),
-        "augment": augment_gen.get_state(),
-    }
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(
-    states: dict[str, Any], shuffle: torch.Generator, augment_gen: torch.Generator
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    volumes: torch.Tensor,
+    invasion: torch.Tensor,
+    high_grade: torch.Tensor,
+    batch_index: torch.Tensor,
+    *,
+    micro: int,
+    config: str,
+    profile: Profile,
+    epoch: int,
+    generator: torch.Generator,
+    grad_accum: int,
+    sums: dict[str, torch.Tensor],
+    prepare: Callable[..., torch.Tensor] = prepare_batch,
 ) -> None:
-    random.setstate(states["python"])
-    numpy_state = states["numpy"]
-    np.random.set_state((
-        numpy_state["bit_generator"],
-        numpy_state["key"].numpy().astype(np.uint32),
-        numpy_state["pos"],
-        numpy_state["has_gauss"],
-        numpy_state["cached_gaussian"],
-    ))  # fmt: skip
-    torch.set_rng_state(states["torch"])
-    shuffle.set_state(states["shuffle"])
-    augment_gen.set_state(states["augment"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    """One optimiser step on the batch ``batch_index`` of an in-memory training set, in
+    micro-batches of ``micro`` samples whose gradients accumulate into the batch's.
 
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint.pt without running code from it.
-
-    A results folder on a shared filesystem can be written by others, and unpickling a file
-    can run any code its writer chose. ``weights_only=True`` makes torch's unpickler accept
-    tensors, state dicts and plain Python values (str, int, float, bool, None, list, tuple,
-    dict) and nothing else; that is all :meth:`TrainingState.checkpoint` writes, so no class
-    needs allow-listing. Anything more (a pickled object, the NumPy arrays of checkpoints from
-    before this rule) is refused with TclError, naming the file and what it held.
+    Args:
+        volumes: [N, 3, H, W, D] float16 training set; ``invasion``, ``high_grade``: [N] labels.
+        batch_index: [B] rows of the batch.
+        sums: the loss terms (0-d tensors) are added into it, micro-batch by micro-batch.
+        prepare: makes a micro-batch, :func:`prepare_batch` (tcl.perf.bench passes a timed one).
     """
-    import pickle
-    import re
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        what = f"it refers to {found.group(1)}" if found else str(error).splitlines()[0]
-        raise TclError(
-            f"{path} holds more than tensors and plain values ({what}); tcl does not unpickle "
-            "it, since that could run code from whoever wrote the file. Delete it (or pass "
-            "--force) to start this run over"
-        ) from None
-
-
-class RunInterrupted(TclError):
-    """A training stopped on SIGTERM or SIGINT after saving its checkpoint.
-
-    ``status`` is the shell's exit status for that signal (128 + its number: 143, 130), which
-    ``python -m tcl train`` exits with after printing the message, one line.
-    """
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.signum = signum
-        self.status = 128 + signum
-
-
-# What the policy's timer reads; a test may replace it to make time pass.
-clock = time.monotonic
-
-
-class CheckpointPolicy:
-    """When a run writes checkpoint.pt: the one place that decides it.
-
-    - every ``minutes`` of wall-clock time (``Profile.checkpoint_minutes``; 0 = after every
-      optimiser step), counted from the start of training or the last checkpoint. An interval,
-      not every N epochs: a checkpoint of the paper network is 2.5 GB (3 s on an H200), and a
-      paper epoch lasts 0.75 s on that GPU but 17 minutes on a 2-core CPU;
-    - when the process receives SIGTERM or SIGINT (while :meth:`watching_signals` is active):
-      the step in progress finishes, the checkpoint is written and the run stops
-      (:class:`RunInterrupted`). A second signal before that aborts at once, without a
-      checkpoint (KeyboardInterrupt), for whoever really means it.
-
-    The run calls :meth:`between_steps` after every optimiser step, where the state is
-    complete, and once more after predicting (a signal during prediction keeps the finished
-    training). Nothing else writes checkpoint.pt.
-    """
-
-    def __init__(self, path: Path, key: dict[str, Any], minutes: float, label: str) -> None:
-        self.path, self.key, self.label = path, key, label
-        self.interval_s = float(minutes) * 60.0
-        self.last = clock()
-        self.signals = StopSignals(_announce_stop)
-
-    @property
-    def signum(self) -> int | None:
-        """The signal that asked the run to stop, if one came."""
-        return self.signals.signum
-
-    def due(self, training_done: bool) -> bool:
-        """Whether to write a checkpoint now: a signal came, or the interval has passed and
-        training is not over (a finished training needs none unless it must stop)."""
-        if self.signum is not None:
-            return True
-        return not training_done and clock() - self.last >= self.interval_s
-
-    def between_steps(self, state: TrainingState, epochs: int, steps: int) -> None:
-        """Write ``state`` if :meth:`due`; after a signal, then stop: raise RunInterrupted
-        with one line that says where the run stopped and how to continue."""
-        if not self.due(training_done=state.epoch >= epochs):
-            return
-        start = clock()
-        save_checkpoint(self.path, state.checkpoint(self.key))
-        self.last = clock()
-        if self.signum is None:
-            return
-        where = (
-            f"after epoch {state.epoch} of {epochs}" if state.step == 0 else
-            f"in epoch {state.epoch + 1} of {epochs} after step {state.step}/{steps}"
-        )  # fmt: skip
-        raise RunInterrupted(
-            f"{self.label} stopped by {signal.Signals(self.signum).name} {where}; checkpoint "
-            f"written in {self.last - start:.1f} s to {self.path}; rerun the same command to "
-            "continue",
-            self.signum,
-        )
-
-    @contextlib.contextmanager
-    def watching_signals(self) -> Iterator[CheckpointPolicy]:
-        """Catch SIGTERM and SIGINT meanwhile (tcl.utils.StopSignals: only in the main thread;
-        elsewhere, e.g. a run started from a worker thread, signals keep their usual effect)."""
-        with self.signals:
-            yield self
-
-
-def _announce_stop(signum: int) -> None:
-    print(
-        f"received {signal.Signals(signum).name}: finishing the step, then saving a "
-        "checkpoint (send it again to stop at once, without one)",
-        file=sys.stderr,
-        flush=True,
-    )
+    optimizer.zero_grad(set_to_none=True)
+    for part in batch_index.split(micro):
+        try:
+            x = prepare(volumes, part, profile, generator)
+            terms = forward_backward(
+                model,
+                x,
+                invasion[part],
+                high_grade[part],
+                config,
+                profile,
+                epoch,
+                scale=len(part) / len(batch_index),
+            )
+        except torch.OutOfMemoryError:
+            raise oom_error(len(part), grad_accum, profile.batch_size) from None
+        for name, value in terms.items():
+            sums[name] = sums[name] + value if name in sums else value
+    optimizer.step()
 
 
 # ---------------------------------------------------------------------------- the run, in steps
@@ -576,78 +222,6 @@ def _progress_line(config: str, draw: int, row: dict[str, float], epochs: int) -
         f"{config} draw{draw} epoch {int(row['epoch']) + 1}/{epochs} loss {row['total']:.4f} "
         f"lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s {row['seconds']:.1f} s"
     )
-
-
-def _oom_error(micro_batch: int, grad_accum: int, batch_size: int) -> TclError:
-    more = grad_accum * 2
-    hint = (
-        f"rerun with --grad-accum {more} (micro-batches of {batch_size // more}, effective "
-        f"batch still {batch_size})"
-        if batch_size % more == 0 and batch_size // more >= 2
-        else "use a GPU with more memory or a smaller profile"
-    )
-    return TclError(
-        f"CUDA ran out of memory training a micro-batch of {micro_batch} samples "
-        f"(batch {batch_size}, --grad-accum {grad_accum}); {hint}. The last checkpoint is kept, "
-        "so the rerun continues from it."
-    )
-
-
-def run_key(config: str, draw: int, profile: Profile, seed: int, data: DrawData) -> dict[str, Any]:
-    """What makes two runs the same run: configuration, draw, the profile's result-changing
-    settings (:meth:`Profile.key_dict`: not its checkpoint interval), seed, cache and the draw's
-    training patients. Stored in run.json and checkpoint.pt and compared on every start."""
-    key = {
-        "config": config,
-        "draw": draw,
-        "profile": profile.key_dict(),
-        "seed": seed,
-        "cache_meta_hash": meta_hash(data.meta),
-        "train_ids_hash": hashlib.sha256("\n".join(data.train_ids).encode()).hexdigest()[:16],
-    }
-    return json.loads(json.dumps(key))  # tuples → lists, so it compares equal after a round trip
-
-
-def resolve_existing(
-    out_dir: Path, key: dict[str, Any], force: bool, retrain: bool, say: Callable[[str], None]
-) -> tuple[bool, dict[str, Any] | None]:
-    """Decide what to do with what ``out_dir`` already holds; return ``(done, checkpoint)``.
-
-    ``done``: a finished run with this key, left as is. Otherwise ``checkpoint`` is the state
-    to resume (same key) or None for a fresh start, in which case every old output is removed
-    so that nothing old looks like part of this run. Other settings raise TclError unless
-    ``force`` (discard everything) or ``retrain`` (discard a finished run and another key's
-    checkpoint, resume this key's).
-    """
-    predictions_path, checkpoint_path = out_dir / "predictions.csv", out_dir / CHECKPOINT
-    if retrain:
-        predictions_path.unlink(missing_ok=True)
-    if predictions_path.exists() and not force:
-        run_json = out_dir / "run.json"
-        previous = json.loads(run_json.read_text()).get("key") if run_json.exists() else None
-        if previous == key:
-            say(f"{out_dir} is already complete (predictions.csv); pass --force to retrain")
-            return True, None
-        raise TclError(
-            f"{out_dir} holds a finished run with other settings; choose another --out or pass "
-            "--force to overwrite it"
-        )
-    checkpoint = None
-    if checkpoint_path.exists() and not force:
-        checkpoint = load_checkpoint(checkpoint_path)
-        if checkpoint.get("key") != key:
-            if not retrain:
-                raise TclError(
-                    f"{checkpoint_path} belongs to a run with other settings (config, draw, "
-                    "profile, seed, cache or splits differ); choose another --out or pass --force "
-                    "to discard it"
-                )
-            checkpoint = None  # another run's state: start over
-    if checkpoint is None:
-        for name in (*OUTPUTS, CHECKPOINT):
-            (out_dir / name).unlink(missing_ok=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return False, checkpoint
 
 
 @dataclass(frozen=True)
@@ -770,29 +344,6 @@ def start_training(
     return state
 
 
-def twin_flops(config: str, profile: Profile, backward: bool = False) -> dict[str, int]:
-    """:func:`count_flops` of a shape-only twin of the network (meta device: nothing computed,
-    the same counts, as FlopCounterMode sees the same ops), with the plain stem convolution so
-    that it counts the network's FLOPs rather than a reformulation's zero taps (tcl.models.stem).
-    No GPU autotunes every layer for a batch of one; tcl.bench counts this way too."""
-    from tcl.models import build
-
-    with torch.device("meta"):
-        twin = build(config, width=profile.width, dropout=profile.dropout)
-    with stem_impl("conv"):
-        return count_flops(twin, profile.size, torch.device("meta"), backward=backward)
-
-
-def run_flops(model: nn.Module, config: str, profile: Profile, device: torch.device) -> int:
-    """Forward FLOPs of one sample for run.json, counted where it costs least: on CPU the real
-    model runs one sample (1/586 of the prediction's work); on CUDA its twin
-    (:func:`twin_flops`), since a batch of one on the GPU would make cudnn.benchmark autotune
-    every layer for a shape training never uses again."""
-    if device.type == "cpu":
-        return count_flops(model, profile.size, device)["forward"]
-    return twin_flops(config, profile)["forward"]
-
-
 def train_step(
     state: TrainingState,
     step_model: nn.Module,
@@ -811,25 +362,21 @@ def train_step(
         state.sums, state.seen, state.epoch_seconds = {}, 0, 0.0
     assert state.order is not None
     batch_index = state.order[state.step * plan.batch_size : (state.step + 1) * plan.batch_size]
-    state.optimizer.zero_grad(set_to_none=True)
-    for part in batch_index.split(plan.micro):
-        try:
-            x = prepare_batch(data.train_volumes, part, profile, state.augment_gen)
-            terms = forward_backward(
-                step_model,
-                x,
-                data.train_invasion[part],
-                data.train_high_grade[part],
-                config,
-                profile,
-                state.epoch,
-                scale=len(part) / len(batch_index),
-            )
-        except torch.OutOfMemoryError:
-            raise _oom_error(len(part), grad_accum, profile.batch_size) from None
-        for name, value in terms.items():
-            state.sums[name] = state.sums[name] + value if name in state.sums else value
-    state.optimizer.step()
+    optimizer_step(
+        step_model,
+        state.optimizer,
+        data.train_volumes,
+        data.train_invasion,
+        data.train_high_grade,
+        batch_index,
+        micro=plan.micro,
+        config=config,
+        profile=profile,
+        epoch=state.epoch,
+        generator=state.augment_gen,
+        grad_accum=grad_accum,
+        sums=state.sums,
+    )
     state.step += 1
     state.seen += len(batch_index)
     row = None
@@ -912,8 +459,6 @@ def refit_classifiers(state: TrainingState, data: DrawData, profile: Profile, se
     decay, batch size, its dropout on), on shuffled batches from a generator of ``seed``.
     Records the steps and the last pass's mean loss per task in ``state.classifiers_refit``.
     """
-    from tcl.models import classifiers
-
     if profile.head_steps <= 0 or state.classifiers_refit is not None:
         return
     start = time.perf_counter()
@@ -1042,39 +587,6 @@ def describe_run(
     }
 
 
-def record_run(out_dir: Path, run: dict[str, Any], state: TrainingState, data: DrawData,
-               save_weights: bool) -> None:  # fmt: skip
-    """Write run.json and, with ``save_weights``, the network (tcl.saved): everything but the
-    predictions, which :func:`commit_run` writes last."""
-    write_text_atomic(out_dir / "run.json", json.dumps(run, indent=1, default=str) + "\n")
-    if save_weights:
-        from tcl.saved import save_model
-
-        save_model(
-            out_dir,
-            state.model,
-            run["config"],
-            run["profile"],
-            data.meta,
-            {
-                "draw": run["draw"],
-                "seed": run["seed"],
-                "n_train": run["n_train"],
-                "train_ids_hash": run["key"]["train_ids_hash"],
-                "cache": run["cache"],
-                "splits": run["splits"],
-                "device": run["device"],
-            },
-        )
-
-
-def commit_run(out_dir: Path, predictions: pd.DataFrame) -> None:
-    """predictions.csv, last: its presence marks the run complete; the checkpoint goes."""
-    with atomic_path(out_dir / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
-    (out_dir / CHECKPOINT).unlink(missing_ok=True)
-
-
 def train_run(
     config: str,
     draw: int,
@@ -1186,7 +698,7 @@ def train_run(
         run = describe_run(config, draw, seed, profile, key, torch_device, compile, grad_accum,
                            plan, state, data, flops, eval_seconds, wall_start, cache_dir,
                            splits_path)  # fmt: skip
-        record_run(out_dir, run, state, data, save_weights)
+        record_run(out_dir, run, state.model, data.meta, save_weights)
         commit_run(out_dir, predictions)
     say(
         f"{config} draw{draw}: trained {profile.epochs} epochs in {state.trained_seconds:.1f} s, "
@@ -1195,161 +707,11 @@ def train_run(
     return out_dir
 
 
-def kernel_setup(device: torch.device) -> str:
-    """What decides the order of floating-point sums besides the code: the device type and,
-    on CPU, the thread count (the same run with 1 and 2 threads diverges within an epoch) and
-    the instruction set the kernels use (AVX-512 and AVX2 kernels sum in other orders)."""
-    if device.type == "cpu":
-        isa = kernels(device)
-        return (
-            f"cpu with {torch.get_num_threads()} thread(s), {isa['aten_capability']} / "
-            f"oneDNN {isa['onednn_isa']} kernels"
-        )
-    return device.type
-
-
-def cpu_model() -> str:
-    """The CPU's model name (Linux /proc/cpuinfo; else what platform reports)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@functools.lru_cache(maxsize=1)
-def onednn_isa() -> str:
-    """The instruction set oneDNN (torch's CPU convolutions) dispatches to in this process,
-    e.g. "Intel AVX-512 with Intel DL Boost and bfloat16 support" or "Intel AVX2" (which
-    ONEDNN_MAX_CPU_ISA caps). oneDNN only says so in its verbose log, so one small convolution
-    runs with the log on and stdout captured; "unknown" where torch has no oneDNN."""
-    if not torch.backends.mkldnn.is_available():
-        return "unknown"
-    sys.stdout.flush()
-    with tempfile.TemporaryFile(mode="w+") as log:
-        saved = os.dup(1)
-        try:
-            os.dup2(log.fileno(), 1)
-            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
-                torch.nn.functional.conv3d(
-                    torch.ones(2, 8, 16, 16, 8), torch.ones(8, 8, 3, 3, 3), padding=1
-                )
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-        log.seek(0)
-        for line in log.read().splitlines():
-            if ",isa:" in line:
-                return line.split(",isa:", 1)[1].strip()
-    return "unknown"
-
-
-def kernels(device: torch.device) -> dict[str, Any]:
-    """What picks the floating-point kernels, and so the exact results, besides the code and
-    its inputs (run.json's ``kernels``): on CPU the model, threads, the instruction sets of
-    ATen's vectorised kernels and of oneDNN, and the variables that cap them; on CUDA the GPU,
-    CUDA and cuDNN versions and the determinism and TF32 flags."""
-    out: dict[str, Any] = {
-        "device": device.type,
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-    }
-    if device.type == "cuda":
-        out.update(
-            gpu=torch.cuda.get_device_name(device),
-            cuda=torch.version.cuda,
-            cudnn=torch.backends.cudnn.version(),
-            cudnn_deterministic=torch.backends.cudnn.deterministic,
-            cudnn_benchmark=torch.backends.cudnn.benchmark,
-            tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-            tf32_cudnn=torch.backends.cudnn.allow_tf32,
-        )
-        return out
-    out.update(
-        cpu=cpu_model(),
-        threads=torch.get_num_threads(),
-        aten_capability=torch.backends.cpu.get_cpu_capability(),
-        onednn_isa=onednn_isa(),
-        **{name: os.environ.get(name) for name in ISA_VARIABLES},
-    )
-    return out
-
-
-# The environment variables that cap the CPU instruction sets (Makefile: CPU_ISA).
-ISA_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
-
-
-def device_name(device: torch.device) -> str:
-    """A human-readable device description for run.json."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    return f"cpu: {platform.processor() or platform.machine()}, {available_cpus()} cores"
-
-
-def gpu_identity(device: torch.device) -> dict[str, str] | None:
-    """Which card a CUDA run used, for run.json: its UUID (the same in nvidia-smi and Slurm's
-    logs whatever the numbering) and CUDA_VISIBLE_DEVICES as the process saw it (Slurm's
-    ``--gres=gpu`` sets it); None on CPU."""
-    if device.type != "cuda":
-        return None
-    properties = torch.cuda.get_device_properties(device)
-    return {
-        "name": properties.name,
-        "uuid": str(getattr(properties, "uuid", "unknown")),
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "(not set: all)"),
-    }
-
-
 # ---------------------------------------------------------------------------- command line
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``train`` and ``bench``."""
-    parser.add_argument("--config", required=True, help=f"configuration: {', '.join(CONFIGS)}")
-    parser.add_argument(
-        "--profile", default="quick", help=f"profile: {', '.join(PROFILES)} (default quick)"
-    )
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
-    parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads (default: all cores)"
-    )
-    parser.add_argument(
-        "--grad-accum",
-        type=int,
-        default=1,
-        metavar="N",
-        help="split each batch into N micro-batches (for GPU memory): the gradient is the "
-        "batch's, but BatchNorm normalises each micro-batch with its own statistics",
-    )
-
-
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl train",
-        description="Train one configuration on one draw; write predictions.csv, history.csv, "
-        "run.json into --out. Rerunning the same command resumes an interrupted run.",
-    )
-    add_common_arguments(parser)
-    parser.add_argument("--draw", type=int, required=True, help="0-based draw index")
-    parser.add_argument("--cache", type=Path, required=True, help="preprocessed cache directory")
-    parser.add_argument("--splits", type=Path, required=True, help="splits.json")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="run directory (default results/<profile>/runs/<config>/draw<K>)",
-    )
-    parser.add_argument("--seed", type=int, default=None, help="override the profile's seed")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar; one line per epoch")
-    parser.add_argument(
-        "--save-weights",
-        action="store_true",
-        help="also keep the trained network (model.safetensors + model.json) for tcl predict",
-    )
-    parser.add_argument("--force", action="store_true", help="discard an existing run/checkpoint")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl train`` with its parsed options (tcl.cli)."""
     check_config(args.config)
     profile = get_profile(args.profile)
     out = args.out or Path("results") / profile.name / "runs" / args.config / f"draw{args.draw}"

@@ -9,14 +9,15 @@ import os
 
 import pytest
 
-from tcl.bench import COMPILE_MODES, bench, cli, use_compile_cache
+from tcl.cli import run
 from tcl.models.stem import get_stem_impl
+from tcl.perf.bench import COMPILE_MODES, bench, use_compile_cache
 from tcl.utils import TclError
 
 
 def test_bench_reports_stem_and_fixed_costs(tmp_path):
     out = tmp_path / "bench.json"
-    cli(["--config", "efmt", "--profile", "smoke", "--steps", "1", "--warmup", "1",
+    run("bench", ["--config", "efmt", "--profile", "smoke", "--steps", "1", "--warmup", "1",
          "--device", "cpu", "--threads", "1", "--stem", "s2d", "--out", str(out)])  # fmt: skip
     report = json.loads(out.read_text())
     assert report["stem_impl"] == "s2d"
@@ -39,7 +40,8 @@ def test_flops_are_the_plain_networks_whichever_stem():
     import torch
 
     from tcl.config import get_profile
-    from tcl.train import build_model, count_flops
+    from tcl.models.cost import count_flops
+    from tcl.train import build_model
 
     cpu = torch.device("cpu")
     model = build_model("efmt", get_profile("smoke"), cpu)

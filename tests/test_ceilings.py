@@ -10,6 +10,7 @@ import pytest
 from scipy.special import ndtr
 
 from tcl import ceilings
+from tcl.cli import run
 from tcl.data import synth
 from tcl.data.splits import make_draws
 from tcl.utils import TclError
@@ -135,8 +136,9 @@ def test_cli_prints_and_writes_the_table(tmp_path, capsys):
     splits = tmp_path / "splits.json"
     write_splits(make_draws(pd.read_csv(path), 3, seed=666), splits, seed=666)
     out = tmp_path / "ceilings.csv"
-    status = ceilings.cli(
-        ["--manifest", str(path), "--splits", str(splits), "--out", str(out), "--kappa", "1", "2"]
+    status = run(
+        "ceilings",
+        ["--manifest", str(path), "--splits", str(splits), "--out", str(out), "--kappa", "1", "2"],
     )
     text = capsys.readouterr().out
     assert status == 0 and "SYNTHETIC" in text and "sign_lr" in text and "against kappa" in text

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tcl.__main__ import VERBS, main
+from tcl.cli import VERBS, Verb, main
 from tcl.config import CONFIGS, PROFILES, check_config, get_profile
 from tcl.utils import TclError, atomic_path
 
@@ -47,13 +47,14 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     assert target.read_text() == "whole" and list(tmp_path.iterdir()) == [target]
 
 
-def interrupted(argv: list[str]) -> int:
+def interrupted(args) -> int:
     raise KeyboardInterrupt
 
 
 def test_ctrl_c_prints_one_line_and_exits_130(monkeypatch, capsys):
-    monkeypatch.setitem(VERBS, "slow", (f"{__name__}:interrupted", "a verb the user interrupts"))
-    assert main(["slow", "--anything"]) == 130
+    verb = Verb(f"{__name__}:interrupted", "a verb the user interrupts", "", lambda parser: None)
+    monkeypatch.setitem(VERBS, "slow", verb)
+    assert main(["slow"]) == 130
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == "interrupted: python -m tcl slow stopped (Ctrl-C)\n"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from tcl.models.cost import forward_flops, main
+from tcl.models.cost import count_flops, main
 
 
 class Probe(nn.Module):
@@ -29,9 +29,9 @@ def test_forward_flops_counts_two_per_multiply_accumulate(device):
         model = Probe().eval()
     # conv: 4 outputs × 3 inputs × 27 taps per voxel, 4·4·2 = 32 voxels → 10,368 MACs;
     # linear: 4 × 5 = 20 MACs. Biases, the mean and the padding are not counted.
-    assert forward_flops(model, (4, 4, 2), device) == 2 * (4 * 3 * 27 * 32 + 4 * 5)
+    assert count_flops(model, (4, 4, 2), device)["forward"] == 2 * (4 * 3 * 27 * 32 + 4 * 5)
     # twice the voxels, twice the convolution
-    assert forward_flops(model, (4, 4, 4), device) == 2 * (4 * 3 * 27 * 64 + 4 * 5)
+    assert count_flops(model, (4, 4, 4), device)["forward"] == 2 * (4 * 3 * 27 * 64 + 4 * 5)
 
 
 def _table(text: str) -> dict[str, tuple[int, float]]:
@@ -44,8 +44,9 @@ def _table(text: str) -> dict[str, tuple[int, float]]:
 
 
 def test_cost_table_reproduces_the_released_models_size_and_cost(capsys):
-    # paper-facts.md: the released model instantiates to 209,843,272 parameters and costs
-    # ≈ 184 GFLOP forward for one 3×128×128×24 sample (FlopCounterMode on the reference code).
+    # docs/paper.md, "Architecture": the released model instantiates to 209,843,272 parameters
+    # and costs ≈ 184 GFLOP forward for one 3×128×128×24 sample (FlopCounterMode on the
+    # reference code).
     assert main(["--device", "meta", "--configs", "proposed"]) == 0
     parameters, gflop = _table(capsys.readouterr().out)["proposed"]
     assert parameters == 209_843_272

@@ -31,7 +31,7 @@ def test_evaluate_reads_only_the_chosen_draws_and_says_which(tmp_path):
 
 
 def test_evaluate_command_takes_draws_by_number(tmp_path, capsys):
-    from tcl.__main__ import main
+    from tcl.cli import main
 
     runs = make_runs(tmp_path)
     out = tmp_path / "eval"

@@ -1,4 +1,4 @@
-"""The device check's own logic (tools/gpu_check.py, tools/gpu_wheels.py), without a GPU: the
+"""The device check's own logic (tcl/perf/gpu_check.py, tcl/perf/gpu_wheels.py), without a GPU: the
 AUC it reports, reading a run, which carried wheels it installs, the carried make for a machine
 without one, the time budget (a phase out of time is skipped, a command out of time is stopped
 with its children), the summary."""
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tcl" / "perf" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -33,16 +33,35 @@ gpu_check = _load("gpu_check")
 gpu_wheels = _load("gpu_wheels")
 
 
-def test_auc_counts_pairs_and_half_ties():
-    # 2 positives, 2 negatives: pairs (0.8>0.3), (0.8>0.5), (0.5=0.5 → ½), (0.5>0.3)
-    assert gpu_check.auc([0.8, 0.5, 0.5, 0.3], [1, 1, 0, 0]) == pytest.approx(3.5 / 4)
-    assert gpu_check.auc([0.1, 0.2], [1, 1]) is None
+def test_auc_counts_pairs_and_half_ties(tmp_path):
+    # The check's AUCs come from tcl.stats in a worker process (the check itself imports only
+    # the standard library): 2 positives, 2 negatives: pairs (0.8>0.3), (0.8>0.5),
+    # (0.5=0.5 → ½), (0.5>0.3); then many ties against scikit-learn.
     from sklearn.metrics import roc_auc_score
+
+    def run_with(scores, labels, name):
+        run = tmp_path / name
+        run.mkdir()
+        rows = "".join(
+            f"p{i},0,{s},{s},{y},{y}\n" for i, (s, y) in enumerate(zip(scores, labels, strict=True))
+        )
+        (run / "predictions.csv").write_text(
+            "patient_id,draw,p_invasion,p_high_grade,invasion,high_grade\n" + rows
+        )
+        return run
 
     rng = random.Random(0)
     labels = [rng.randint(0, 1) for _ in range(200)]
     scores = [round(rng.random(), 1) for _ in range(200)]  # many ties
-    assert gpu_check.auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
+    runs = [
+        run_with([0.8, 0.5, 0.5, 0.3], [1, 1, 0, 0], "four"),
+        run_with([0.1, 0.2], [1, 1], "one_class"),
+        run_with(scores, labels, "ties"),
+    ]
+    aucs = gpu_check.run_aucs(runs)
+    assert aucs[str(runs[0])]["auc_invasion"] == pytest.approx(3.5 / 4)
+    assert aucs[str(runs[1])]["auc_grade"] is None
+    assert aucs[str(runs[2])]["auc_invasion"] == pytest.approx(roc_auc_score(labels, scores))
 
 
 def test_run_summary_reads_seconds_and_aucs(tmp_path):
@@ -146,7 +165,7 @@ def test_markdown_shows_every_table():
 
 def test_script_help_runs_without_the_project_installed():
     # only the standard library and tcl.config (numpy) at start-up
-    result = subprocess.run([sys.executable, str(ROOT / "tools" / "gpu_check.py"), "--help"],
+    result = subprocess.run([sys.executable, str(ROOT / "tcl" / "perf" / "gpu_check.py"), "--help"],
                             capture_output=True, text=True, cwd="/")  # fmt: skip
     assert result.returncode == 0 and "--budget-s" in result.stdout
 

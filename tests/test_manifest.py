@@ -19,7 +19,7 @@ from conftest import (
     write_tiny_cohort,
 )
 
-from tcl.__main__ import main
+from tcl.cli import main
 from tcl.data.manifest import BBOX_COLUMNS, MANIFEST_COLUMNS, read_manifest
 from tcl.data.preprocess import load_cache, preprocess_cohort
 from tcl.data.released import import_folders

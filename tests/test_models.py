@@ -21,7 +21,7 @@ BATCH = 4
 C = 8 * WIDTH  # feature channels at WIDTH
 P = 2 * WIDTH  # projection size at WIDTH
 LOSS_ARGS = dict(alpha=1.0, beta=0.7, tau=0.07, contrastive_from_epoch=3)
-# Every configuration and the non-default variants of baselines.md.
+# Every configuration and the non-default variants of docs/baselines.md.
 VARIANTS = [(name, {}) for name in CONFIGS] + [
     ("mfmt", {"mfmt_fusion": "gap_concat"}),
     ("mmoe", {"mmoe_experts": "per_modality"}),
@@ -117,7 +117,7 @@ def test_switches_remove_their_parameters_and_loss_terms():
 def test_trunk_has_paper_geometry():
     torch.manual_seed(0)
     trunk = resnet34_trunk(in_channels=1, width=64).eval()
-    assert count_parameters(trunk) == 63_469_632  # paper-facts.md
+    assert count_parameters(trunk) == 63_469_632  # docs/paper.md, "Architecture"
     with torch.no_grad():
         assert trunk(torch.randn(1, 1, 128, 128, 24)).shape == (1, 512, 4, 4, 8)
 
@@ -125,7 +125,8 @@ def test_trunk_has_paper_geometry():
 def test_proposed_has_the_released_parameter_count():
     with torch.device("meta"):
         model = build("proposed")
-    # The authors' released model instantiates to 209,843,272 parameters (paper-facts.md).
+    # The authors' released model instantiates to 209,843,272 parameters
+    # (docs/paper.md, "Architecture").
     assert abs(count_parameters(model) - 209_843_272) <= 0.005 * 209_843_272
     # Its parts: three ResNet34-3D trunks, three 1536→512 k2 convs, four 512→128 projections,
     # two 256-32-2 main and two 512-256-32-2 auxiliary classifiers.

@@ -21,7 +21,7 @@ SYNTH_SHAPE = (48, 48, 12)
 
 
 def _predict(*args: str) -> int:
-    from tcl.__main__ import main
+    from tcl.cli import main
 
     return main(
         ["predict", *args, "--device", "cpu", "--threads", "1", "--workers", "1", "--quiet"]

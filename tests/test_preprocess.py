@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY_AFFINE, write_nifti
 
-from tcl.__main__ import main
+from tcl.cli import main
 from tcl.data.patients import roi_of_mask
 from tcl.data.preprocess import CACHE_FILES, load_cache, preprocess_cohort
 from tcl.data.transforms import (

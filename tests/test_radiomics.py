@@ -13,6 +13,7 @@ import pytest
 from conftest import write_nifti
 
 from tcl import radiomics
+from tcl.cli import run
 from tcl.data import synth
 from tcl.data.manifest import read_manifest
 from tcl.utils import TclError
@@ -127,7 +128,7 @@ def test_cli_writes_predictions_per_draw(cohort, tmp_path, capsys):
     splits = tmp_path / "splits.json"
     splits.write_text(json.dumps({"draws": _draws(manifest, 3)}))
     out = tmp_path / "radiomics"
-    status = radiomics.cli(["--manifest", str(cohort), "--splits", str(splits),
+    status = run("radiomics", ["--manifest", str(cohort), "--splits", str(splits),
                             "--out", str(out), "--workers", "1"])  # fmt: skip
     assert status == 0
     printed = capsys.readouterr().out

@@ -18,7 +18,7 @@ import pytest
 from conftest import TINY_AFFINE, TINY_SHAPE, tiny_images, write_nifti, write_tiny_cohort
 from test_manifest import SPLITTABLE
 
-from tcl.__main__ import main
+from tcl.cli import main
 from tcl.data.manifest import BBOX_COLUMNS, PatientFiles, read_manifest
 from tcl.data.patients import load_patient
 from tcl.data.preprocess import load_cache, preprocess_cohort
@@ -327,7 +327,7 @@ if mode == "slow-load":
     pre.load_patient = slow_load
 else:
     pre.write_text_atomic = slow_publish
-from tcl.__main__ import main
+from tcl.cli import main
 sys.exit(main(sys.argv[4:]))
 """
 

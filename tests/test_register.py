@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tcl.__main__ import main
+from tcl.cli import main
 from tcl.data.coregister import read_registration, register_cohort
 from tcl.data.nifti import Volume, load_volume
 from tcl.data.preprocess import load_cache, preprocess_cohort
@@ -91,10 +91,10 @@ def test_known_rigid_transforms_are_recovered(tmp_path):
     patient moved and was acquired again; the series then covers fewer slices).
 
     A header move is recovered within 1 mm and 1°, as the issue asks. A move in the data is
-    recovered that well in only 2 of the tool's 6 such cases (README, Registration: thick
-    slices of a turned head are not a turned copy of the first acquisition, and a series that
-    keeps only half its slices can end in a local optimum, as this test's ADC case moved by
-    16 mm and 14° does, 7 mm off); this test holds such a move to at least halving the
+    recovered that well in only 2 of the tool's 6 such cases (docs/your-cohort.md, "Accuracy and
+    time": thick slices of a turned head are not a turned copy of the first acquisition, and a
+    series that keeps only half its slices can end in a local optimum, as this test's ADC case
+    moved by 16 mm and 14° does, 7 mm off); this test holds such a move to at least halving the
     misregistration.
     tools/registration_compare.py runs the same on more cases."""
     tool = _tool()

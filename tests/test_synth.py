@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tcl.cli import run
 from tcl.data import synth
 from tcl.utils import TclError
 
@@ -69,7 +70,7 @@ def test_cohort_table_depends_on_seed_only():
 
 
 def test_latent_signs_carry_the_labels():
-    """Class means of the latent factors and signs follow imaging-signs.md §4–5."""
+    """Class means of the latent factors and signs follow docs/synthetic-cohort.md §4–5."""
     params = synth.SynthParams()
     rows = []
     for group in synth.CLASSES:
@@ -173,7 +174,8 @@ def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
 
 def test_cli_writes_a_cohort(tmp_path, capsys):
     out = tmp_path / "cohort"
-    status = synth.cli(
+    status = run(
+        "synth",
         ["--out", str(out), "--n-patients", "3", "--seed", "1", "--shape", "32", "32", "8",
          "--workers", "1", "--quiet"]
     )  # fmt: skip
@@ -181,7 +183,7 @@ def test_cli_writes_a_cohort(tmp_path, capsys):
     manifest = pd.read_csv(out / "manifest.csv")
     assert len(manifest) == 3 and set(manifest.invasion) <= {0, 1}
     with pytest.raises(TclError, match="shape"):
-        synth.cli(["--out", str(out), "--shape", "2", "2", "2", "--quiet"])
+        run("synth", ["--out", str(out), "--shape", "2", "2", "2", "--quiet"])
 
 
 # ---------------------------------------------------------------------------- the sign map

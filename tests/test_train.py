@@ -198,7 +198,7 @@ TIMES = ["seconds", "samples_per_s"]
 
 def checkpoint_position(run_dir: Path) -> tuple[int, int]:
     """(epoch in progress, steps of it done) of a run's checkpoint.pt."""
-    from tcl.train import load_checkpoint
+    from tcl.checkpoints import load_checkpoint
 
     state = load_checkpoint(run_dir / "checkpoint.pt")
     return state["epoch"], state["step"]
@@ -228,7 +228,7 @@ class _Planted:
 def test_a_checkpoint_carrying_a_pickled_object_is_refused_without_running_it(cohort, tmp_path):
     import torch
 
-    from tcl.train import load_checkpoint
+    from tcl.checkpoints import load_checkpoint
 
     out = tmp_path / "run"
     run(cohort, out, profile=replace(LONGER, checkpoint_minutes=0.0), max_epochs=1)
@@ -244,6 +244,7 @@ def test_a_checkpoint_carrying_a_pickled_object_is_refused_without_running_it(co
 
 
 def test_checkpoint_by_time_mid_epoch_and_resume(cohort, uninterrupted, tmp_path, monkeypatch):
+    import tcl.checkpoints
     import tcl.train
 
     now = [0.0]  # a clock that advances one minute per optimiser step, and only then
@@ -254,7 +255,7 @@ def test_checkpoint_by_time_mid_epoch_and_resume(cohort, uninterrupted, tmp_path
         now[0] += 60.0
         return row
 
-    monkeypatch.setattr(tcl.train, "clock", lambda: now[0])
+    monkeypatch.setattr(tcl.checkpoints, "clock", lambda: now[0])
     monkeypatch.setattr(tcl.train, "train_step", one_minute_step)
     out = tmp_path / "killed"
     # every 3.5 minutes: after steps 4 and 8 (epoch 1 step 1, epoch 2 step 2), not at step 9,
@@ -292,7 +293,7 @@ def test_signal_checkpoints_stops_and_resumes_identically(
 ):
     import signal
 
-    from tcl.train import RunInterrupted
+    from tcl.checkpoints import RunInterrupted
 
     signum = getattr(signal, name)
     before = signal.getsignal(signum)
@@ -344,7 +345,7 @@ def test_two_sigterms_at_once_are_one_request_as_when_slurm_stops_a_notebook(
     tcl.notebooks forwards its own): the run must still checkpoint, not abort."""
     import signal
 
-    from tcl.train import RunInterrupted
+    from tcl.checkpoints import RunInterrupted
 
     signalling_step(monkeypatch, 5, signal.SIGTERM, signal.SIGTERM)
     out = tmp_path / "stopped"
@@ -369,7 +370,7 @@ def test_train_command_exits_on_sigterm_with_one_line_and_a_checkpoint(cohort, t
     script = (
         "import sys; from dataclasses import replace; import tcl.config as c; "
         "c.PROFILES['smoke'] = replace(c.PROFILES['smoke'], epochs=100000); "
-        "from tcl.__main__ import main; sys.exit(main(sys.argv[1:]))"
+        "from tcl.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     command = [sys.executable, "-c", script, "train", "--config", "efmt", "--profile", "smoke",
                "--draw", "0", "--cache", str(cache), "--splits", str(splits), "--out", str(out),
@@ -440,8 +441,9 @@ def test_classifier_refit_trains_only_the_classifiers_once(cohort):
     lowers its training loss, is recorded, and a state that has it is not refitted again."""
     import torch
 
+    from tcl.data.draw import load_draw
     from tcl.models import classifiers
-    from tcl.train import load_draw, refit_classifiers, start_training
+    from tcl.train import refit_classifiers, start_training
 
     profile = replace(SMOKE, head_steps=60)
     cache, splits = cohort
@@ -494,34 +496,36 @@ def test_schedule_without_warmup_starts_at_peak():
 
 
 def test_bad_input_names_the_fix(cohort, tmp_path):
-    from tcl.train import _oom_error, cli
+    from tcl.cli import run as cli
+    from tcl.runtime import oom_error
     from tcl.utils import TclError
 
     cache, splits = cohort
     common = ["--draw", "0", "--cache", str(cache), "--splits", str(splits), "--out", str(tmp_path)]
     with pytest.raises(TclError, match="valid configurations: efmt"):
-        cli(["--config", "nope", "--profile", "smoke", *common])
+        cli("train", ["--config", "nope", "--profile", "smoke", *common])
     with pytest.raises(TclError, match="valid profiles: paper, quick, smoke"):
-        cli(["--config", "proposed", "--profile", "nope", *common])
+        cli("train", ["--config", "proposed", "--profile", "nope", *common])
     with pytest.raises(TclError, match="python -m tcl preprocess .*--size 64 64 12"):
-        cli(["--config", "proposed", "--profile", "quick", *common])
+        cli("train", ["--config", "proposed", "--profile", "quick", *common])
     with pytest.raises(TclError, match="out of range.*2 draw"):
-        cli(["--config", "proposed", "--profile", "smoke", "--draw", "2", *common[2:]])
+        cli("train", ["--config", "proposed", "--profile", "smoke", "--draw", "2", *common[2:]])
     with pytest.raises(TclError, match="python -m tcl splits"):
         run((cache, tmp_path / "missing.json"), tmp_path / "x")
     with pytest.raises(TclError, match="python -m tcl preprocess"):
         run((tmp_path / "no-cache", splits), tmp_path / "x")
     with pytest.raises(TclError, match="divisor"):
         run(cohort, tmp_path / "x", grad_accum=3)
-    message = str(_oom_error(32, 1, 32))
+    message = str(oom_error(32, 1, 32))
     assert "32 samples" in message and "--grad-accum 2" in message and "batch still 32" in message
 
 
 def test_bench_reports_throughput_flops_and_data_share(tmp_path):
-    from tcl.bench import cli, gpu_peak_tflops
+    from tcl.cli import run as cli
+    from tcl.perf.bench import gpu_peak_tflops
 
     out = tmp_path / "bench.json"
-    cli(["--config", "proposed", "--profile", "smoke", "--steps", "1", "--warmup", "1",
+    cli("bench", ["--config", "proposed", "--profile", "smoke", "--steps", "1", "--warmup", "1",
          "--device", "cpu", "--threads", "1", "--out", str(out)])  # fmt: skip
     report = json.loads(out.read_text())
     assert report["train_samples_per_s"] > 0 and report["inference_samples_per_s"] > 0
@@ -536,7 +540,7 @@ def test_bench_reports_throughput_flops_and_data_share(tmp_path):
 def test_prediction_halves_the_batch_when_memory_runs_out():
     import torch
 
-    from tcl.train import predict
+    from tcl.inference import predict
     from tcl.utils import TclError
 
     class Model(torch.nn.Module):
@@ -577,7 +581,8 @@ def test_flops_on_the_meta_twin_equal_the_real_models(config):
     must be the counts of the real network, as counted on CPU."""
     import torch
 
-    from tcl.train import build_model, run_flops
+    from tcl.models.cost import run_flops
+    from tcl.train import build_model
 
     model = build_model(config, SMOKE, torch.device("cpu"))
     on_cpu = run_flops(model, config, SMOKE, torch.device("cpu"))
@@ -593,15 +598,15 @@ def test_kernels_name_the_instruction_set_onednn_uses():
 
     import torch
 
-    from tcl.train import kernel_setup
+    from tcl.runtime import kernel_setup
 
     assert kernel_setup(torch.device("cpu")).startswith("cpu with")
-    code = "import torch; from tcl.train import onednn_isa; print(onednn_isa())"
+    code = "import torch; from tcl.runtime import onednn_isa; print(onednn_isa())"
     env = {**__import__("os").environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
     isa = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN")
-    from tcl.train import onednn_isa
+    from tcl.runtime import onednn_isa
 
     if "AVX-512" in onednn_isa():  # a cap below the CPU's own instruction set shows
         assert isa.stdout.strip().startswith("Intel AVX2"), isa.stdout

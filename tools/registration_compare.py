@@ -5,7 +5,7 @@
     # in an environment with numpy, nibabel and the library (PYTHONPATH=. for tcl.data)
     python tools/registration_compare.py run /tmp/regcases --library sitk|dipy|ants \\
         [--real ../shared/data/tcga-fg-6692]
-    # the README's figure: T1C, FLAIR through its header, FLAIR registered
+    # the figure of docs/your-cohort.md ("The real patient"): T1C, FLAIR through its header, FLAIR registered
     python tools/registration_compare.py figure ../shared/data/tcga-fg-6692
 
 ``make-cases`` renders synthetic patients at 1 mm and acquires them in 6 mm slices (5 mm thick,
@@ -20,7 +20,7 @@ cohort's own 0–2 mm shift).
 distance over the tumour and oedema voxels between the recovered and the true transform, the
 error of the rotation, and the seconds; with ``--real`` also the real patient's FLAIR onto its
 T1C (no truth there: the mutual information before and after, and where the lesion lands).
-The README's registration section quotes what this printed.
+docs/your-cohort.md ("Accuracy and time", "The real patient") quotes what this printed.
 """
 
 from __future__ import annotations
@@ -264,7 +264,7 @@ def run(cases_dir: Path, library: str, real: Path | None) -> None:
         start = time.perf_counter()
         estimate = register(fixed, moving)
         seconds = time.perf_counter() - start
-        lesion = apply(fixed.affine, np.array([[85.0, 157.5, 17.0]]))[0]  # the README's box centre
+        lesion = apply(fixed.affine, np.array([[85.0, 157.5, 17.0]]))[0]  # the box centre of docs/your-cohort.md, "The check"
         shift = np.linalg.norm(apply(estimate, lesion[None])[0] - lesion)
         print(
             f"{library}: real patient FLAIR onto T1C in {seconds:.1f} s; moves the lesion box "

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -263,21 +262,8 @@ def read_registration(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarr
     }
 
 
-def cli(argv: list[str]) -> int:
-    """``python -m tcl register MANIFEST --out DIR [--workers W] [--quiet]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl register",
-        description=(
-            "Register FLAIR-C and ADC of every patient rigidly onto its T1C (mutual "
-            "information, multi-resolution); write DIR/manifest.csv naming the registered "
-            "copies and DIR/registration.csv with every transform. The originals are kept."
-        ),
-    )
-    parser.add_argument("manifest", type=Path, help="manifest.csv of the cohort")
-    parser.add_argument("--out", type=Path, required=True, help="new folder to write")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl register`` with its parsed options (tcl.cli)."""
     with exit_on_sigterm(f"register: terminated (SIGTERM); nothing was written to {args.out}"):
         frame = register_cohort(
             args.manifest, args.out, workers=args.workers, progress=not args.quiet
@@ -293,7 +279,3 @@ def cli(argv: list[str]) -> int:
             f"{args.out / 'manifest.csv'}"
         )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(cli(sys.argv[1:]))

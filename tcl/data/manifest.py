@@ -30,6 +30,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -158,54 +159,11 @@ def read_table(path: Path, require_labels: bool = True) -> tuple[pd.DataFrame | 
     is found from the header line (``,``, ``;`` or tab); with ``;`` or tab, numbers may use a
     decimal comma. Rows whose every cell is empty (a spreadsheet's trailing rows) are dropped.
     """
-    if not path.is_file():
-        return None, [f"manifest not found: {path}"]
-    separator, header = find_separator(path)
-    if separator is None:
-        known = [c for c in MANIFEST_COLUMNS if c in header]
-        if known:
-            # the column names are there but no known separator splits them apart
-            shown = header.strip()[:80]
-            return None, [
-                f"{path}: cannot split the header line {shown!r} into columns: cells must be "
-                "separated by ',' (CSV), ';' (spreadsheet export) or a tab; save the manifest "
-                "with one of these separators"
-            ]
-        separator = ","  # no patient_id at all: the missing-column report below says so
-    try:
-        raw = pd.read_csv(
-            path,
-            sep=separator,
-            dtype=str,
-            keep_default_na=False,
-            na_values=[""],
-            encoding="utf-8-sig",
-        )
-    except Exception as error:  # pandas raises several types for malformed CSV
-        return None, [f"{path}: cannot read manifest CSV (separator {separator!r}): {error}"]
-    raw.columns = [str(c).strip() for c in raw.columns]
-    # a spreadsheet's empty rows (every cell empty or blank) are not patients
-    blank = raw.apply(lambda column: column.map(_is_blank)).all(axis=1)
-    lines = (raw.index[~blank.to_numpy()] + 2).to_numpy()  # CSV line of each row (header = 1)
-    raw = raw.loc[~blank].reset_index(drop=True)
-    if separator != ",":
-        numeric = ("who_grade", "invasion", "age") + BBOX_COLUMNS
-        for column in raw.columns:
-            if column in numeric or column not in MANIFEST_COLUMNS:
-                raw[column] = raw[column].map(_decimal_point)
-
-    problems: list[str] = []
-    has_bbox = all(c in raw.columns for c in BBOX_COLUMNS)
-    partial_bbox = [c for c in BBOX_COLUMNS if c in raw.columns]
-    required = REQUIRED_COLUMNS if require_labels else ("patient_id",) + MODALITIES
-    missing = [c for c in required if c not in raw.columns]
-    if "mask" not in raw.columns and not has_bbox:
-        missing.append("mask (or all six bbox columns " + ", ".join(BBOX_COLUMNS) + ")")
-    if partial_bbox and not has_bbox:
-        absent = [c for c in BBOX_COLUMNS if c not in raw.columns]
-        problems.append(f"{path}: bbox columns incomplete, missing {', '.join(absent)}")
-    if missing:
-        problems.insert(0, f"{path}: missing required column(s): {', '.join(missing)}")
+    raw, lines, problems = _read_cells(path)
+    if raw is None:
+        return None, problems
+    problems, complete = _column_problems(path, raw, require_labels)
+    if not complete:
         return None, problems
     if len(raw) == 0:
         return None, [f"{path}: manifest has no patients"]
@@ -222,55 +180,9 @@ def read_table(path: Path, require_labels: bool = True) -> tuple[pd.DataFrame | 
     for i, row in enumerate(raw.to_dict("records")):
         pid = ids.iloc[i]
         who = f"{path}: patient {pid}" if pid else f"{path}: row {lines[i]}"
-        if not pid:
-            problems.append(f"{who}: empty patient_id")
-        grade = _as_int(row["who_grade"])
-        if grade not in WHO_GRADES and (require_labels or not _is_empty(row["who_grade"])):
-            problems.append(f"{who}: who_grade {row['who_grade']!r} not in {{1, 2, 3}}")
-        inv = _as_int(row["invasion"])
-        if inv not in (0, 1) and (require_labels or not _is_empty(row["invasion"])):
-            problems.append(f"{who}: invasion {row['invasion']!r} not in {{0, 1}}")
-        if grade == 1 and inv == 1:
-            problems.append(
-                f"{who}: invasion = 1 with who_grade = 1 (brain invasion makes a meningioma "
-                "at least WHO grade II since WHO 2016)"
-            )
-        who_grade[i] = grade if grade is not None else -1
-        invasion[i] = inv if inv is not None else -1
-        if not _is_empty(row["age"]):
-            try:
-                age[i] = float(row["age"])
-            except ValueError:
-                problems.append(f"{who}: age {row['age']!r} is not a number")
-            else:
-                if not (0 <= age[i] <= 120):
-                    problems.append(f"{who}: age {row['age']!r} outside 0..120")
-        if not _is_empty(row["sex"]) and str(row["sex"]).strip() not in ("M", "F"):
-            problems.append(f"{who}: sex {row['sex']!r} not in {{M, F}}")
-        for column in MODALITIES:
-            if _is_empty(row[column]):
-                problems.append(f"{who}: empty {column} path")
-        if _is_empty(row["mask"]):
-            given = [c for c in BBOX_COLUMNS if not _is_empty(row.get(c))]
-            if len(given) < 6:
-                problems.append(f"{who}: no ROI: mask is empty and bbox columns are not all given")
-                continue
-            values = [_as_int(row[c]) for c in BBOX_COLUMNS]
-            bad = [c for c, v in zip(BBOX_COLUMNS, values, strict=True) if v is None or v < 0]
-            if bad:
-                problems.append(
-                    f"{who}: bbox {', '.join(bad)} not non-negative whole voxel indices"
-                )
-                continue
-            bbox[i] = values
-            for axis, (lo, hi) in zip(
-                "xyz", zip(values[::2], values[1::2], strict=True), strict=True
-            ):
-                if hi <= lo:
-                    problems.append(
-                        f"{who}: empty ROI: bbox {axis}0={lo}, {axis}1={hi} (end-exclusive, "
-                        f"needs {axis}1 > {axis}0)"
-                    )
+        who_grade[i], invasion[i], age[i], bbox[i] = _check_row(
+            row, who, bool(pid), require_labels, problems
+        )
 
     counts = ids[ids != ""].value_counts()
     for pid in counts[counts > 1].index:
@@ -278,8 +190,145 @@ def read_table(path: Path, require_labels: bool = True) -> tuple[pd.DataFrame | 
         problems.append(
             f"{path}: patient {pid}: duplicate patient_id (CSV lines {', '.join(rows)})"
         )
+    table = _typed_table(path, raw, ids, who_grade, invasion, age, bbox, require_labels)
+    return table, problems
 
-    # The cleaned table: typed labels, absolute paths, bbox as nullable ints.
+
+def _read_cells(path: Path) -> tuple[pd.DataFrame | None, np.ndarray, list[str]]:
+    """The manifest's cells as text (empty cells NaN, blank rows dropped, decimal commas
+    turned into points where the separator allows them) and the CSV line of each row; or
+    (None, lines, problems) for a file that cannot be read as a table."""
+    no_lines = np.zeros(0, dtype=np.int64)
+    if not path.is_file():
+        return None, no_lines, [f"manifest not found: {path}"]
+    separator, header = find_separator(path)
+    if separator is None:
+        known = [c for c in MANIFEST_COLUMNS if c in header]
+        if known:
+            # the column names are there but no known separator splits them apart
+            shown = header.strip()[:80]
+            return (
+                None,
+                no_lines,
+                [
+                    f"{path}: cannot split the header line {shown!r} into columns: cells must be "
+                    "separated by ',' (CSV), ';' (spreadsheet export) or a tab; save the manifest "
+                    "with one of these separators"
+                ],
+            )
+        separator = ","  # no patient_id at all: the missing-column report says so
+    try:
+        raw = pd.read_csv(
+            path,
+            sep=separator,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8-sig",
+        )
+    except Exception as error:  # pandas raises several types for malformed CSV
+        return (
+            None,
+            no_lines,
+            [f"{path}: cannot read manifest CSV (separator {separator!r}): {error}"],
+        )
+    raw.columns = [str(c).strip() for c in raw.columns]
+    # a spreadsheet's empty rows (every cell empty or blank) are not patients
+    blank = raw.apply(lambda column: column.map(_is_blank)).all(axis=1)
+    lines = (raw.index[~blank.to_numpy()] + 2).to_numpy()  # CSV line of each row (header = 1)
+    raw = raw.loc[~blank].reset_index(drop=True)
+    if separator != ",":
+        numeric = ("who_grade", "invasion", "age") + BBOX_COLUMNS
+        for column in raw.columns:
+            if column in numeric or column not in MANIFEST_COLUMNS:
+                raw[column] = raw[column].map(_decimal_point)
+    return raw, lines, []
+
+
+def _column_problems(path: Path, raw: pd.DataFrame, require_labels: bool) -> tuple[list[str], bool]:
+    """Missing or incomplete columns (a missing required column first), and whether every
+    required column is there."""
+    problems: list[str] = []
+    has_bbox = all(c in raw.columns for c in BBOX_COLUMNS)
+    partial_bbox = [c for c in BBOX_COLUMNS if c in raw.columns]
+    required = REQUIRED_COLUMNS if require_labels else ("patient_id",) + MODALITIES
+    missing = [c for c in required if c not in raw.columns]
+    if "mask" not in raw.columns and not has_bbox:
+        missing.append("mask (or all six bbox columns " + ", ".join(BBOX_COLUMNS) + ")")
+    if partial_bbox and not has_bbox:
+        absent = [c for c in BBOX_COLUMNS if c not in raw.columns]
+        problems.append(f"{path}: bbox columns incomplete, missing {', '.join(absent)}")
+    if missing:
+        problems.insert(0, f"{path}: missing required column(s): {', '.join(missing)}")
+    return problems, not missing
+
+
+def _check_row(
+    row: dict[str, Any], who: str, has_id: bool, require_labels: bool, problems: list[str]
+) -> tuple[int, int, float, list[int]]:
+    """One patient's cells: append what is wrong to ``problems`` (each naming ``who``) and
+    return (who_grade or -1, invasion or -1, age or NaN, the six bbox values or -1s)."""
+    if not has_id:
+        problems.append(f"{who}: empty patient_id")
+    grade = _as_int(row["who_grade"])
+    if grade not in WHO_GRADES and (require_labels or not _is_empty(row["who_grade"])):
+        problems.append(f"{who}: who_grade {row['who_grade']!r} not in {{1, 2, 3}}")
+    inv = _as_int(row["invasion"])
+    if inv not in (0, 1) and (require_labels or not _is_empty(row["invasion"])):
+        problems.append(f"{who}: invasion {row['invasion']!r} not in {{0, 1}}")
+    if grade == 1 and inv == 1:
+        problems.append(
+            f"{who}: invasion = 1 with who_grade = 1 (brain invasion makes a meningioma "
+            "at least WHO grade II since WHO 2016)"
+        )
+    age = np.nan
+    if not _is_empty(row["age"]):
+        try:
+            age = float(row["age"])
+        except ValueError:
+            problems.append(f"{who}: age {row['age']!r} is not a number")
+        else:
+            if not (0 <= age <= 120):
+                problems.append(f"{who}: age {row['age']!r} outside 0..120")
+    if not _is_empty(row["sex"]) and str(row["sex"]).strip() not in ("M", "F"):
+        problems.append(f"{who}: sex {row['sex']!r} not in {{M, F}}")
+    for column in MODALITIES:
+        if _is_empty(row[column]):
+            problems.append(f"{who}: empty {column} path")
+    labels = (grade if grade is not None else -1, inv if inv is not None else -1, age)
+    no_bbox = [-1] * 6
+    if not _is_empty(row["mask"]):
+        return (*labels, no_bbox)
+    given = [c for c in BBOX_COLUMNS if not _is_empty(row.get(c))]
+    if len(given) < 6:
+        problems.append(f"{who}: no ROI: mask is empty and bbox columns are not all given")
+        return (*labels, no_bbox)
+    values = [_as_int(row[c]) for c in BBOX_COLUMNS]
+    bad = [c for c, v in zip(BBOX_COLUMNS, values, strict=True) if v is None or v < 0]
+    if bad:
+        problems.append(f"{who}: bbox {', '.join(bad)} not non-negative whole voxel indices")
+        return (*labels, no_bbox)
+    for axis, (lo, hi) in zip("xyz", zip(values[::2], values[1::2], strict=True), strict=True):
+        if hi <= lo:
+            problems.append(
+                f"{who}: empty ROI: bbox {axis}0={lo}, {axis}1={hi} (end-exclusive, "
+                f"needs {axis}1 > {axis}0)"
+            )
+    return (*labels, values)
+
+
+def _typed_table(
+    path: Path,
+    raw: pd.DataFrame,
+    ids: pd.Series,
+    who_grade: np.ndarray,
+    invasion: np.ndarray,
+    age: np.ndarray,
+    bbox: np.ndarray,
+    require_labels: bool,
+) -> pd.DataFrame:
+    """The cleaned table: typed labels, absolute paths, bbox as nullable ints, the manifest's
+    columns first and any extra ones after them."""
     folder = path.resolve().parent
     table = raw.copy()
     table["patient_id"] = ids.astype(object)
@@ -309,8 +358,7 @@ def read_table(path: Path, require_labels: bool = True) -> tuple[pd.DataFrame | 
         if column not in known:
             table[column] = _convert_extra(raw[column])
     ordered = list(MANIFEST_COLUMNS) + list(BBOX_COLUMNS) + ["high_grade"]
-    table = table[ordered + [c for c in table.columns if c not in ordered]]
-    return table, problems
+    return table[ordered + [c for c in table.columns if c not in ordered]]
 
 
 def raise_problems(problems: list[str], source: object) -> None:

@@ -206,6 +206,67 @@ def _alignment_warnings(
     return warnings
 
 
+def _region_of_interest(
+    files: PatientFiles,
+    volumes: dict[str, Volume],
+    reference: str,
+    other_grid: list[str],
+    check: PatientCheck,
+) -> tuple[np.ndarray | None, tuple[int, int, int, int, int, int] | None]:
+    """The patient's mask on the reference grid (NaN as 0; None without a mask) and its ROI
+    box in the reference grid as stored, from the mask or else the manifest's bbox columns;
+    what is wrong with either goes to ``check.problems``. The ROI is None when there is none
+    to use."""
+    pid, problems = files.patient_id, check.problems
+    ref = volumes[reference]
+    ref_shape: tuple[int, int, int] = ref.data.shape  # type: ignore[assignment]
+    ref_path = files.paths[reference]
+    mask_data: np.ndarray | None = None
+    roi: tuple[int, int, int, int, int, int] | None = None  # in the stored T1C grid
+    if "mask" in volumes:
+        mask = volumes["mask"].data
+        # select the odd voxels first: np.unique over the whole mask (a sort) costs more
+        # than loading it
+        odd = np.ones(mask.shape, dtype=bool)
+        for label in MASK_LABELS:
+            odd &= mask != label
+        outside = np.unique(mask[odd & np.isfinite(mask)]).tolist()
+        if outside:
+            shown = ", ".join(f"{v:g}" for v in outside[:10])
+            problems.append(
+                f"patient {pid}, mask: label(s) {shown} outside {{0, 1, 2}} in {files.mask}"
+            )
+        if "mask" in other_grid:
+            mask = resample_to_grid(volumes["mask"], ref_shape, ref.affine, order=0).data
+            check.resampled["mask"] = (
+                f"{_grid_text(volumes['mask'])} → the {reference} grid, nearest neighbour"
+            )
+        mask_data = np.where(np.isfinite(mask), mask, 0)
+        roi = roi_of_mask(mask_data)
+        if roi is None:
+            problems.append(
+                f"patient {pid}, mask: empty ROI (no voxel > 0"
+                + (" on the t1c grid" if "mask" in other_grid else "")
+                + f") in {files.mask}"
+            )
+    elif files.mask is None and files.bbox is not None:
+        x0, x1, y0, y1, z0, z1 = files.bbox
+        spans = [(x0, x1), (y0, y1), (z0, z1)]
+        inside = all(0 <= lo < hi <= n for (lo, hi), n in zip(spans, ref_shape, strict=True))
+        if any(hi <= lo for lo, hi in spans):
+            pass  # an empty bbox is a table-level problem, already reported by read_table
+        elif not inside:
+            problems.append(
+                f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is outside "
+                f"the volume of shape {ref_shape} as stored ({reference} {ref_path}; bbox "
+                "columns are voxel indices of the file as stored)"
+            )
+        else:
+            roi = files.bbox
+
+    return mask_data, roi
+
+
 def _load_patient(
     files: PatientFiles, alignment: bool = False
 ) -> tuple[PatientCheck, PatientImages | None]:
@@ -257,48 +318,7 @@ def _load_patient(
             continue
         other_grid.append(name)
 
-    mask_data: np.ndarray | None = None
-    roi: tuple[int, int, int, int, int, int] | None = None  # in the stored T1C grid
-    if "mask" in volumes:
-        mask = volumes["mask"].data
-        # select the odd voxels first: np.unique over the whole mask (a sort) costs more
-        # than loading it
-        odd = np.ones(mask.shape, dtype=bool)
-        for label in MASK_LABELS:
-            odd &= mask != label
-        outside = np.unique(mask[odd & np.isfinite(mask)]).tolist()
-        if outside:
-            shown = ", ".join(f"{v:g}" for v in outside[:10])
-            problems.append(
-                f"patient {pid}, mask: label(s) {shown} outside {{0, 1, 2}} in {files.mask}"
-            )
-        if "mask" in other_grid:
-            mask = resample_to_grid(volumes["mask"], ref_shape, ref.affine, order=0).data
-            check.resampled["mask"] = (
-                f"{_grid_text(volumes['mask'])} → the {reference} grid, nearest neighbour"
-            )
-        mask_data = np.where(np.isfinite(mask), mask, 0)
-        roi = roi_of_mask(mask_data)
-        if roi is None:
-            problems.append(
-                f"patient {pid}, mask: empty ROI (no voxel > 0"
-                + (" on the t1c grid" if "mask" in other_grid else "")
-                + f") in {files.mask}"
-            )
-    elif files.mask is None and files.bbox is not None:
-        x0, x1, y0, y1, z0, z1 = files.bbox
-        spans = [(x0, x1), (y0, y1), (z0, z1)]
-        inside = all(0 <= lo < hi <= n for (lo, hi), n in zip(spans, ref_shape, strict=True))
-        if any(hi <= lo for lo, hi in spans):
-            pass  # an empty bbox is a table-level problem, already reported by read_table
-        elif not inside:
-            problems.append(
-                f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is outside "
-                f"the volume of shape {ref_shape} as stored ({reference} {ref_path}; bbox "
-                "columns are voxel indices of the file as stored)"
-            )
-        else:
-            roi = files.bbox
+    mask_data, roi = _region_of_interest(files, volumes, reference, other_grid, check)
 
     images_on_grid = [m for m in MODALITIES if m in other_grid]
     if roi is not None:

@@ -1,4 +1,4 @@
-"""ROI preprocessing into one memory-mappable cache (paper-facts.md, "Preprocessing").
+"""ROI preprocessing into one memory-mappable cache (docs/paper.md, "Preprocessing").
 
 Per patient: the three modalities on the T1C voxel grid (:func:`tcl.data.patients.load_patient`)
 go through :func:`tcl.data.transforms.preprocess_images` (crop, clip, pad, resize, z-score; the
@@ -351,31 +351,8 @@ def _build_cache(
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
 
 
-def cli(argv: list[str]) -> int:
-    """``python -m tcl preprocess --manifest M --out DIR [--size H W D] [--margin M]
-    [--workers W] [--quiet]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl preprocess",
-        description=(
-            "Crop the ROI in-plane (+margin), clip to [0, 1200], pad to a square, resize, "
-            "z-score over the foreground; write DIR/{volumes.npy, index.csv, meta.json}. "
-            "A no-op when the inputs and options are unchanged."
-        ),
-    )
-    parser.add_argument("--manifest", type=Path, required=True, help="cohort manifest.csv")
-    parser.add_argument("--out", type=Path, required=True, help="cache folder to write")
-    parser.add_argument(
-        "--size",
-        type=int,
-        nargs=3,
-        default=list(DEFAULT_SIZE),
-        metavar=("H", "W", "D"),
-        help="output size (default 128 128 24)",
-    )
-    parser.add_argument("--margin", type=int, default=0, help="in-plane ROI margin in voxels")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl preprocess`` with its parsed options (tcl.cli)."""
     with exit_on_sigterm("preprocess: terminated (SIGTERM); the cache folder is as it was"):
         out = preprocess_cohort(
             args.manifest,

@@ -119,19 +119,8 @@ def import_folders(root: str | os.PathLike, out: str | os.PathLike) -> pd.DataFr
     return read_manifest(out)
 
 
-def cli(argv: list[str]) -> int:
-    """``python -m tcl import-folders ROOT --out MANIFEST``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl import-folders",
-        description=(
-            "Turn the released code's layout ROOT/{Grade_1,Grade_2_invasion,Grade_2_noninvasion}"
-            "/<patient>/{t1,t2,adc}_bbox.nii.gz into a manifest (ROI = the whole pre-cropped "
-            "volume; WHO II and III are not distinguished by the layout: both become 2)."
-        ),
-    )
-    parser.add_argument("root", type=Path, help="folder holding the Grade_* folders")
-    parser.add_argument("--out", type=Path, required=True, help="manifest.csv to write")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl import-folders`` with its parsed options (tcl.cli)."""
     table = import_folders(args.root, args.out)
     counts = ", ".join(f"{name} {n}" for name, n in class_counts(table).items())
     print(f"wrote {args.out}: {len(table)} patients, {counts}")

@@ -2,7 +2,7 @@
 
 Per draw the paper trains on 145 WHO I + 44 invasive high grade + 25 non-invasive high grade
 patients (214 of 800) and tests on the other 586; three draws are made by shuffling each class
-and taking the first k (paper-facts.md, "Splits"). For a cohort of another size the per-class
+and taking the first k (docs/paper.md, "Splits"). For a cohort of another size the per-class
 training counts are scaled proportionally (each at least 1, and at least 1 left for testing).
 The released split script wrote its second draw into the first draw's folder; here each draw
 has its own entry.
@@ -22,8 +22,8 @@ import pandas as pd
 from tcl.data.manifest import read_manifest
 from tcl.utils import TclError, provenance, write_text_atomic
 
-# The paper's Table 1 per class: n, age mean, age SD, male, female (paper-facts.md). The one home
-# of these numbers: the synthetic generator and the report tables read them from here.
+# The paper's Table 1 per class: n, age mean, age SD, male, female (docs/paper.md, "Cohort").
+# The one home of these numbers: the synthetic generator and the report tables read them here.
 PAPER_TABLE1 = {
     "low_grade": (652, 56.75, 10.70, 139, 513),
     "high_grade_invasive": (62, 55.77, 11.97, 26, 36),
@@ -135,20 +135,8 @@ def read_splits(path: str | os.PathLike) -> list[dict[str, list[str]]]:
     return draws
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl splits", description="Draw the paper's random train/test splits."
-    )
-    parser.add_argument("--manifest", required=True, type=Path, help="cohort manifest.csv")
-    parser.add_argument("--out", required=True, type=Path, help="splits.json to write")
-    parser.add_argument(
-        "--draws",
-        type=int,
-        default=DEFAULT_DRAWS,
-        help=f"number of draws (default {DEFAULT_DRAWS})",
-    )
-    parser.add_argument("--seed", type=int, default=666, help="seed (default 666, the paper's)")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl splits`` with its parsed options (tcl.cli)."""
     if args.out.is_dir():
         raise TclError(
             f"--out {args.out} is a folder; give the splits file to write, e.g. "

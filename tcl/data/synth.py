@@ -4,7 +4,7 @@ The paper's 800-patient cohort is private, so ``python -m tcl synth`` writes a s
 patient a co-registered T1C, FLAIR-C and ADC volume, a mask (1 = tumour, 2 = peritumoural
 oedema) and a sign map (below), and ``manifest.csv`` with the labels, demographics and the
 generator's ground truth (``latent_*`` columns). THE DATA IS SYNTHETIC; it reproduces the
-pipeline, not the clinical findings. The design follows ``shared/reference/imaging-signs.md``
+pipeline, not the clinical findings. The design follows ``docs/synthetic-cohort.md``
 (cited below as "signs §N").
 
 Geometry
@@ -131,7 +131,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -1425,26 +1424,8 @@ def synthesize_cohort(
     return path
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m tcl synth --out DIR --n-patients N --seed S [--shape H W D] [--workers W]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl synth", description="Write a synthetic meningioma cohort."
-    )
-    parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--n-patients", type=int, default=800)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--shape", type=int, nargs=3, default=(256, 256, 24), metavar=("H", "W", "D")
-    )
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
-    parser.add_argument(
-        "--kappa",
-        type=float,
-        default=None,
-        help="latent signal strength (default: SynthParams.kappa)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(list(argv))
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl synth`` with its parsed options (tcl.cli)."""
     params = SynthParams() if args.kappa is None else SynthParams(kappa=args.kappa)
     path = synthesize_cohort(
         args.out,
@@ -1472,5 +1453,5 @@ __all__ = [
     "sample_latents",
     "scanner_properties",
     "synthesize_cohort",
-    "cli",
+    "main",
 ]

@@ -18,7 +18,6 @@ import pandas as pd
 from tcl.data.manifest import PatientFiles, class_counts, has_labels, read_manifest, read_table
 from tcl.data.patients import REGISTER_HINT, inspect_patient
 from tcl.data.splits import (
-    DEFAULT_DRAWS,
     class_size_problems,
     distinct_training_sets,
     patient_class,
@@ -117,39 +116,8 @@ def validate_cohort(
     return check_cohort(path, workers=workers, progress=progress, draws=draws).problems
 
 
-def add_alignment_option(parser: argparse.ArgumentParser) -> None:
-    """``--no-alignment-check``, for the verbs that read patients with the check on."""
-    parser.add_argument(
-        "--no-alignment-check",
-        action="store_true",
-        help=(
-            "skip the misregistration check (a quick registration of FLAIR-C and ADC onto "
-            "T1C, about 1 s a patient): misregistered series then go unnoticed"
-        ),
-    )
-
-
-def cli(argv: list[str]) -> int:
-    """``python -m tcl validate MANIFEST [--draws N] [--workers W] [--no-alignment-check]
-    [--quiet]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl validate",
-        description=(
-            "Check a cohort (manifest, every NIfTI file, and that it can be split into the "
-            "draws); list every problem at once. Exit 0 means preprocess and splits accept it."
-        ),
-    )
-    parser.add_argument("manifest", type=Path, help="manifest.csv of the cohort")
-    parser.add_argument(
-        "--draws",
-        type=int,
-        default=DEFAULT_DRAWS,
-        help=f"draws that splits will make (default {DEFAULT_DRAWS}, as make does)",
-    )
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: CPUs)")
-    add_alignment_option(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl validate`` with its parsed options (tcl.cli)."""
     report = check_cohort(
         args.manifest,
         workers=args.workers,

@@ -24,9 +24,9 @@ Cost at paper width (64) for one 3×128×128×24 sample, measured by ``python -m
 tcl.models.cost`` (CPU, batch 1, eval mode; the meta device gives the same counts). Parameters:
 conv/linear weights and biases plus BN/IN affine, no buffers. Forward FLOPs:
 torch.utils.flop_counter.FlopCounterMode, which counts 2 FLOPs per multiply-accumulate of
-convolutions and matrix products and nothing else. baselines.md's figures beside them:
+convolutions and matrix products and nothing else. docs/baselines.md's figures beside them:
 
-| configuration | parameters | baselines.md / reference | forward GFLOP |
+| configuration | parameters | docs/baselines.md / reference | forward GFLOP |
 |---|---|---|---|
 | efmt | 63,792,772 | 63.79 M | 68.3 |
 | mfmt | 196,980,100 | 196.98 M | 180.7 |
@@ -39,13 +39,13 @@ convolutions and matrix products and nothing else. baselines.md's figures beside
 | proposed | 209,843,272 | 209,843,272 (released model) | 183.9 (reference ≈ 184) |
 
 Variants: ``mfmt_fusion=gap_concat`` 191,212,420; ``mmoe_experts=per_modality`` 257,099,018;
-``maml_intra=False`` 275,629,444 (baselines.md 275.63 M); ``maml_norm=instance`` unchanged.
+``maml_intra=False`` 275,629,444 (docs/baselines.md §4); ``maml_norm=instance`` unchanged.
 
 How ``proposed`` reaches the released model's 209,843,272 exactly, with no extra module:
 3 ResNet34-3D trunks (c_in 1, no fc) 3 × 63,469,632 = 190,408,896; three disentangling convs
 3 × (1536·512·8 + 512) = 18,875,904; four projections 4 × (512·128 + 128) = 262,656; two main
 classifiers 2 × (256·32 + 32 + 32·2 + 2) = 16,580; two auxiliary classifiers 2 × 139,618 =
-279,236. (paper-facts.md's other figure, 33,161,026, is a ResNet18-3D with one input channel and a
+279,236. (docs/paper.md's other figure, 33,161,026, is a ResNet18-3D with one input channel and a
 512→2 fc — 33,160,000 + 1,026 — a check value for the backbone code, not a part of the
 released model: its reference script builds a full ResNet34 only to take ``children[:8]`` of it
 and deep-copies that trunk, so no ResNet18 or fc is registered.)
@@ -62,7 +62,7 @@ from tcl.models.baselines import EFMT, MAML, MFMT, MMoE
 from tcl.models.tcl_net import SWITCHES, TaskAwareContrastiveNet
 from tcl.utils import TclError
 
-# baselines.md's variant flags: option → (default, allowed values). The defaults are the spec's.
+# docs/baselines.md's variant flags: option → (default, allowed values); defaults are the spec's.
 OPTIONS: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "mfmt_fusion": ("conv", ("conv", "gap_concat")),
     "mmoe_experts": ("shared", ("shared", "per_modality")),
@@ -99,7 +99,7 @@ def build(name: str, width: int = 64, dropout: float = 0.5, **options: Any) -> n
 
     ``width`` is the ResNet stem width (64 = the paper; every other size scales with it, see
     tcl.models.heads); ``dropout`` the dropout probability of every head. ``options`` are
-    baselines.md's variant flags (``mfmt_fusion``, ``mmoe_experts``, ``maml_norm``,
+    docs/baselines.md's variant flags (``mfmt_fusion``, ``mmoe_experts``, ``maml_norm``,
     ``maml_intra``); each configuration reads the ones that concern it and ignores the rest, so
     a caller may pass all of them to every configuration. Raises TclError for an unknown name,
     option or value.

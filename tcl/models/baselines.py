@@ -1,6 +1,6 @@
 """The four compared multi-task methods of Table 2: EFMT, MFMT, MMoE, MAML.
 
-Specification: ../shared/reference/baselines.md (its defaults; its alternatives as options).
+Specification: docs/baselines.md (its defaults; its alternatives as options).
 All use ResNet34-3D trunks and, per task, the head H(·): ReLU, Dropout, C → 4w → max(8, w/2)
 → 2 (512-256-32-2 at width 64; tcl.models.heads).
 
@@ -145,7 +145,7 @@ class MMoE(nn.Module):
 
 
 class MAML(nn.Module):
-    """Modality-aware mutual learning adapted to classification (baselines.md §4).
+    """Modality-aware mutual learning adapted to classification (docs/baselines.md §4).
 
     F_m = trunk_m(x_m) [B, C, h, w, d]; F_dual = Conv3d(3C → C, k3, p1)(concat F_m);
     A_m = σ(Conv(C → C, k3)(act(norm(Conv(2C → C, k3)(concat(F_m, F_dual)))))) per modality;

@@ -13,19 +13,60 @@ import argparse
 import time
 
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tcl.config import CONFIGS
+from tcl.config import CONFIGS, Profile
 from tcl.models import build, count_parameters
+from tcl.models.stem import stem_impl
 
 
-def forward_flops(model: torch.nn.Module, size: tuple[int, int, int], device: str) -> int:
-    """FLOPs of one forward of ``model`` (already on ``device``) on a [1, 3, *size] input."""
+def count_flops(
+    model: nn.Module, size: tuple[int, int, int], device: torch.device, backward: bool = False
+) -> dict[str, int]:
+    """FLOPs of one 3×H×W×D sample: ``forward`` and, if asked, ``train_step`` (forward +
+    backward), counted with torch.utils.flop_counter (2 FLOPs per multiply-accumulate).
+
+    Counted in eval mode (no dropout draws, no BatchNorm statistics updated), so counting does
+    not disturb training or its RNG streams; gradients it leaves are cleared.
+    """
+    was_training = model.training
+    model.eval()
     x = torch.zeros(1, 3, *size, device=device)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(x)
-    return counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            model(x)
+    flops = {"forward": int(counter.get_total_flops())}
+    if backward:
+        with FlopCounterMode(display=False) as counter:
+            outputs = model(x)
+            (outputs["invasion"].float().sum() + outputs["grade"].float().sum()).backward()
+        flops["train_step"] = int(counter.get_total_flops())
+        for p in model.parameters():
+            p.grad = None
+    model.train(was_training)
+    return flops
+
+
+def twin_flops(config: str, profile: Profile, backward: bool = False) -> dict[str, int]:
+    """:func:`count_flops` of a shape-only twin of the network (meta device: nothing computed,
+    the same counts, as FlopCounterMode sees the same ops), with the plain stem convolution so
+    that it counts the network's FLOPs rather than a reformulation's zero taps (tcl.models.stem).
+    No GPU autotunes every layer for a batch of one; tcl.perf.bench counts this way too."""
+    with torch.device("meta"):
+        twin = build(config, width=profile.width, dropout=profile.dropout)
+    with stem_impl("conv"):
+        return count_flops(twin, profile.size, torch.device("meta"), backward=backward)
+
+
+def run_flops(model: nn.Module, config: str, profile: Profile, device: torch.device) -> int:
+    """Forward FLOPs of one sample for run.json, counted where it costs least: on CPU the real
+    model runs one sample (1/586 of the prediction's work); on CUDA its twin
+    (:func:`twin_flops`), since a batch of one on the GPU would make cudnn.benchmark autotune
+    every layer for a shape training never uses again."""
+    if device.type == "cpu":
+        return count_flops(model, profile.size, device)["forward"]
+    return twin_flops(config, profile)["forward"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.device(args.device):
             model = build(name, width=args.width).eval()
         start = time.perf_counter()
-        flops = forward_flops(model, tuple(args.size), args.device)
+        flops = count_flops(model, tuple(args.size), torch.device(args.device))["forward"]
         seconds = time.perf_counter() - start
         print(f"| {name} | {count_parameters(model):,} | {flops / 1e9:.1f} | {seconds:.1f} |")
         del model

@@ -66,7 +66,7 @@ class MLPHead(nn.Module):
 def task_head(in_features: int, width: int, dropout: float, pre_activation: bool) -> MLPHead:
     """The "auxiliary-branch" classifier: in → 4w → max(8, w/2) → 2 (512-256-32-2 at w = 64).
 
-    With ``pre_activation`` it is the compared methods' head H(·) (baselines.md §0, 139,618
+    With ``pre_activation`` it is the compared methods' head H(·) (docs/baselines.md §0, 139,618
     parameters at width 64); without it, the proposed network's auxiliary head, whose input
     has already been through ReLU and Dropout.
     """

@@ -1,7 +1,7 @@
 """3D ResNet trunks with the reference implementation's anisotropic strides.
 
 The trunk is a ResNet without its average pool and fully connected layer (the reference model
-keeps ``children[:8]``). Geometry (paper-facts.md, "Architecture"):
+keeps ``children[:8]``). Geometry (docs/paper.md, "Architecture"):
 
 - stem: Conv3d(c_in → w, kernel 7, stride (2, 2, 1), padding 3, no bias) → BN → ReLU →
   MaxPool3d(kernel 3, stride (2, 2, 3), padding 1); the conv is a tcl.models.stem.StemConv3d,

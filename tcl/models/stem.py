@@ -2,7 +2,7 @@
 
 Every trunk starts with ``Conv3d(c_in → w, kernel 7, stride (2, 2, 1), padding 3, no bias)``
 (tcl.models.resnet3d). With one to three input channels cuDNN runs it on a generic fallback
-kernel at a small fraction of the tensor-core rate (../shared/reference/gpu/measurements.md: 37 %
+kernel at a small fraction of the tensor-core rate (docs/performance.md, commit 66ca081: 37 %
 of a paper step's GPU time on an H200). :class:`StemConv3d` keeps the layer's parameter (same
 ``weight``, same ``state_dict`` key and shape, same initialisation) and changes only how the
 output is computed, chosen by ``impl``:
@@ -33,9 +33,9 @@ The reformulations compute the same sums of the same products as ``conv`` in ano
 (tests/test_stem.py: within 1e-10 in float64, fp32 summation tolerance in fp32), and autograd
 carries the gradient of the rearranged weight back to the one 7×7×7 parameter. ``auto`` (the
 default) picks ``conv`` on CPU and the meta device, where oneDNN's direct convolution is
-faster than any reformulation (measured with tools/stem_bench.py, README "Measured times"),
+faster than any reformulation (measured with tcl/perf/stem.py, docs/performance.md),
 and :data:`CUDA_IMPL` on CUDA. Which formulation is fastest on a GPU, and by how much, is
-measured by tools/gpu_check.py (its stem phase times all four and the later phases run the
+measured by tcl/perf/gpu_check.py (its stem phase times all four and the later phases run the
 fastest); until a GPU session has run it, :data:`CUDA_IMPL` is our choice, not a measurement.
 
 The process-wide default comes from the environment variable ``TCL_STEM`` (auto, conv, s2d,

@@ -1,6 +1,6 @@
 """The proposed task-aware contrastive network and its four ablation baselines (Table 3).
 
-Architecture (paper Sec. 2, Fig. 2; details from the reference code, paper-facts.md):
+Architecture (paper Sec. 2, Fig. 2; details from the reference code, docs/paper.md):
 
 1. One ResNet34-3D trunk per modality (t1c, flairc, adc; one input channel each) →
    F_T, F_F, F_A of [B, C, h, w, d] (C = 512, 4×4×8 at paper scale).
@@ -16,7 +16,7 @@ Architecture (paper Sec. 2, Fig. 2; details from the reference code, paper-facts
 5. Auxiliary classifier per task on the dropped-out C-d task-specific feature:
    C → 256 → 32 → 2 with ReLU and Dropout between.
 
-Switches (paper-facts.md "Ablation"): TC (task-common branch: conv G_c and the projections
+Switches (docs/paper.md, "Ablation"): TC (task-common branch: conv G_c and the projections
 G_c,i, G_c,m), Lcon (contrastive loss; it has no parameters of its own but needs TC), Aux
 (auxiliary classifiers). A switch that is off removes its parameters.
 """
@@ -51,7 +51,7 @@ class Switches:
     auxiliary: bool  # Aux: auxiliary classifiers on G_i and G_m
 
 
-# paper-facts.md, "Ablation (paper Table 3; the table's marks)".
+# docs/paper.md, "Ablation (Table 3)": the table's marks.
 SWITCHES: dict[str, Switches] = {
     "baseline1": Switches(common=False, contrastive=False, auxiliary=False),
     "baseline2": Switches(common=True, contrastive=False, auxiliary=False),

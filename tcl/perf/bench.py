@@ -1,6 +1,7 @@
 """``python -m tcl bench``: how fast one configuration trains and infers under a profile.
 
-Runs the training loop's own step (tcl.train.prepare_batch + forward_backward + Adam) on
+Runs the training loop's own step (tcl.train.optimizer_step: prepare_batch, forward_backward,
+Adam) on
 synthetic random volumes of the profile's size (no cache needed) and reports, as JSON:
 
 - training and inference samples/s;
@@ -14,7 +15,7 @@ synthetic random volumes of the profile's size (no cache needed) and reports, as
 On CUDA each phase is bracketed by synchronisations to attribute time, which adds a small
 bubble per step; the reported samples/s therefore slightly understate the training loop's.
 
-Also reported, for the GPU work of issue 10 (tools/gpu_check.py runs these on a GPU):
+Also reported, for the GPU check (tcl/perf/gpu_check.py runs these on a GPU):
 
 - ``stem_impl``: how the trunks' stem convolution runs (tcl.models.stem; ``--stem`` chooses,
   default ``auto`` = the plain conv on CPU, tcl.models.stem.CUDA_IMPL on CUDA);
@@ -47,6 +48,16 @@ from typing import Any
 import torch
 
 from tcl.config import Profile, check_config, get_profile
+from tcl.models.cost import twin_flops
+from tcl.models.stem import (
+    STEM_IMPLS,
+    StemConv3d,
+    get_stem_impl,
+    resolve_impl,
+    stem_impl,
+)
+from tcl.runtime import autocast, configure_backend, device_name, resolve_device
+from tcl.train import build_model, optimizer_step, prepare_batch
 from tcl.utils import TclError, provenance, write_text_atomic
 
 # Dense (no sparsity) bf16 tensor-core peak in TFLOP/s from the vendors' datasheets; matched
@@ -124,9 +135,6 @@ def stem_seconds(
     backward for its weight gradient (the input needs none). The median of ``repeats`` after
     one warm-up, summed over the stems. Eager, whatever ``--compile`` says.
     """
-    from tcl.models.stem import StemConv3d
-    from tcl.train import autocast
-
     total = 0.0
     for module in model.modules():
         if not isinstance(module, StemConv3d):
@@ -169,8 +177,6 @@ def bench(
     the current one, ``TCL_STEM`` or auto). ``compile_mode``: torch.compile's mode (only with
     ``compile``). ``compile_cache``: a folder for compiled artefacts (:func:`use_compile_cache`).
     """
-    from tcl.models.stem import STEM_IMPLS, get_stem_impl, stem_impl
-
     if stem is not None and stem not in STEM_IMPLS:
         raise TclError(f"--stem must be one of {', '.join(STEM_IMPLS)}, got {stem!r}")
     with stem_impl(stem or get_stem_impl()):  # this call's choice, restored afterwards
@@ -194,18 +200,6 @@ def _bench(
     compile_cache: Path | None,
 ) -> dict[str, Any]:
     """:func:`bench` with the stem implementation already chosen."""
-    from tcl.models.stem import get_stem_impl, resolve_impl
-    from tcl.train import (
-        _oom_error,
-        build_model,
-        configure_backend,
-        device_name,
-        forward_backward,
-        prepare_batch,
-        resolve_device,
-        twin_flops,
-    )
-
     config = check_config(config)
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if compile_mode not in COMPILE_MODES:
@@ -246,31 +240,33 @@ def _bench(
     high_grade = torch.randint(0, 2, (pool,), device=torch_device, generator=generator)
     epoch = profile.contrastive_from_epoch  # every loss term on, as in most of training
 
+    data_seconds = 0.0
+
+    def timed_prepare(*args: Any) -> torch.Tensor:
+        """prepare_batch, timed to the end of its kernels: the data + augmentation share."""
+        nonlocal data_seconds
+        start = time.perf_counter()
+        x = prepare_batch(*args)
+        _sync(torch_device)
+        data_seconds += time.perf_counter() - start
+        return x
+
     def train_step() -> tuple[float, float]:
         """One optimiser step; returns (seconds in data + augmentation, seconds in total)."""
-        start = time.perf_counter()
-        data_seconds = 0.0
+        nonlocal data_seconds
+        start, data_seconds = time.perf_counter(), 0.0
         index = torch.randperm(pool, device=torch_device, generator=generator)[:batch]
-        optimizer.zero_grad(set_to_none=True)
-        for part in index.split(micro):
-            t0 = time.perf_counter()
-            x = prepare_batch(volumes, part, profile, generator)
-            _sync(torch_device)
-            data_seconds += time.perf_counter() - t0
-            forward_backward(
-                step_model, x, invasion[part], high_grade[part], config, profile, epoch,
-                scale=len(part) / batch,
-            )  # fmt: skip
-        optimizer.step()
+        optimizer_step(
+            step_model, optimizer, volumes, invasion, high_grade, index, micro=micro,
+            config=config, profile=profile, epoch=epoch, generator=generator,
+            grad_accum=grad_accum, sums={}, prepare=timed_prepare,
+        )  # fmt: skip
         _sync(torch_device)
         return data_seconds, time.perf_counter() - start
 
     model.train()
-    try:
-        warmup_timings = [train_step() for _ in range(warmup)]
-        timings = [train_step() for _ in range(steps)]
-    except torch.OutOfMemoryError:
-        raise _oom_error(micro, grad_accum, batch) from None
+    warmup_timings = [train_step() for _ in range(warmup)]
+    timings = [train_step() for _ in range(steps)]
     data_seconds = sum(t[0] for t in timings)
     train_seconds = sum(t[1] for t in timings)
     train_rate = steps * batch / train_seconds
@@ -278,8 +274,6 @@ def _bench(
     # The stems alone, once per micro-batch of a step (eager, the implementation in use).
     stems = stem_seconds(model, micro, profile.size, torch_device) * grad_accum
     optimizer.zero_grad(set_to_none=True)
-
-    from tcl.train import autocast
 
     model.eval()
     x = volumes[:batch].float()
@@ -344,40 +338,8 @@ def _bench(
     }
 
 
-def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tcl bench",
-        description="Training and inference throughput of one configuration on synthetic "
-        "input of the profile's size; prints JSON (and writes it to --out).",
-    )
-    from tcl.models.stem import CUDA_IMPL, STEM_IMPLS
-    from tcl.train import add_common_arguments
-
-    add_common_arguments(parser)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps (default 10)")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
-    parser.add_argument(
-        "--stem",
-        default=None,
-        choices=STEM_IMPLS,
-        help="how the stem conv runs (tcl.models.stem; default: TCL_STEM, else auto = plain "
-        f"conv on CPU, {CUDA_IMPL} on CUDA)",
-    )
-    parser.add_argument(
-        "--compile-mode",
-        default="default",
-        choices=COMPILE_MODES,
-        help="torch.compile mode with --compile (reduce-overhead adds CUDA graphs)",
-    )
-    parser.add_argument(
-        "--compile-cache",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="keep compiled kernels in DIR for later processes (TORCHINDUCTOR_CACHE_DIR)",
-    )
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl bench`` with its parsed options (tcl.cli)."""
     report = bench(
         args.config,
         args.profile,
@@ -396,7 +358,3 @@ def cli(argv: list[str]) -> int:
         write_text_atomic(args.out, text)
     sys.stdout.write(text)
     return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(cli(sys.argv[1:]) or 0)

@@ -1,6 +1,6 @@
 """Time ``python -m tcl predict`` end to end for new patients: the issue-11 budgets.
 
-    python tools/bench_predict.py --manifest data/synthetic/raw/manifest.csv --profile quick \
+    python -m tcl.perf.bench_predict --manifest data/synthetic/raw/manifest.csv --profile quick \
         [--model RUN_DIR] [--patients 1] [--repeats 3] [--explain] [--threads N]
 
 Each repeat is a fresh process (imports, model load, reading, validation, preprocessing,
@@ -21,18 +21,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
+
+from tcl.config import get_profile
+from tcl.data.preprocess import PREPROCESS_VERSION
+from tcl.data.transforms import CLIP_RANGE
+from tcl.models import build
+from tcl.saved import save_model
 
 
 def untrained_model(profile_name: str, config: str, folder: Path) -> Path:
     """Save ``config`` at ``profile_name``'s width with random weights, as train would."""
-    import torch
-
-    from tcl.config import get_profile
-    from tcl.data.preprocess import PREPROCESS_VERSION
-    from tcl.data.transforms import CLIP_RANGE
-    from tcl.models import build
-    from tcl.saved import save_model
-
     profile = get_profile(profile_name)
     torch.manual_seed(0)
     model = build(config, width=profile.width, dropout=profile.dropout)

@@ -1,6 +1,6 @@
-"""The device check of issue 10: one script, one device call, a summary to read afterwards.
+"""The GPU check: one script, one run on a GPU machine, a summary to read afterwards.
 
-    bash tools/gpu_check.sh [--out DIR] [--budget-s 480] [--phases env,stem,data,bench,...]
+    bash tcl/perf/gpu_check.sh [--out DIR] [--budget-s 480] [--phases env,stem,data,bench,...]
     make gpu-check GPU_CHECK_ARGS="--out $OUT"
 
 On a GPU machine, from a fresh checkout, within ``--budget-s`` seconds of wall time (default
@@ -10,7 +10,7 @@ this order:
 ``env``       installs the carried wheels (``.whl/``, ``make gpu-wheels``) that this Python
               lacks, into a private folder, and unpacks the carried GNU make if the machine has
               none; records torch, CUDA, the GPU, package versions, make.
-``stem``      tools/stem_bench.py: the stem conv alone, plain and reformulated (tcl.models.stem),
+``stem``      tcl/perf/stem.py: the stem conv alone, plain and reformulated (tcl.models.stem),
               1 and 3 input channels, at the profile's size and batch: ms, memory, difference.
               With ``--stem measured`` (the default) the fastest for one input channel (the
               trunks of proposed), forward + weight gradient, is what every later phase runs
@@ -29,13 +29,13 @@ this order:
 
 A phase starts only if enough of the budget is left for it, and is stopped (its process group
 sent SIGTERM, then SIGKILL) when the budget runs out; what it finished is still summarised.
-Everything lands in ``--out`` (default ``$OUT`` when set, the device tool's folder, else
+Everything lands in ``--out`` (default ``$OUT`` when set, else
 results/gpu-check): ``summary.json``, ``summary.md``, ``log.txt`` (every command's output),
-``stem.json``, ``bench.json``, ``compile.json``: at most 6 files (the device tool returns 8).
+``stem.json``, ``bench.json``, ``compile.json``: at most 6 files.
 
 Rehearse on a CPU with the smoke profile:
 
-    bash tools/gpu_check.sh --profile smoke --device cpu --jobs 2 --threads 1 --budget-s 1200
+    bash tcl/perf/gpu_check.sh --profile smoke --device cpu --jobs 2 --threads 1 --budget-s 1200
 
 This script itself uses only the standard library (and tcl.config): it must start on a machine
 where the project's other dependencies are still wheels.
@@ -59,7 +59,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file is tcl/perf/*.py)
 sys.path.insert(0, str(ROOT))
 
 from tcl.config import CONFIGS, get_profile  # noqa: E402  (numpy only)
@@ -155,26 +155,46 @@ def unpack_make(deb: Path, dest: Path) -> Path:
 # ------------------------------------------------------------------------ small helpers
 
 
-def auc(scores: list[float], labels: list[int]) -> float | None:
-    """Area under the ROC curve (Mann–Whitney, ties counted half); None for one class."""
-    pairs = sorted(zip(scores, labels, strict=True))
-    n_pos = sum(labels)
-    n_neg = len(labels) - n_pos
-    if not n_pos or not n_neg:
-        return None
-    rank_sum, i = 0.0, 0
-    while i < len(pairs):  # average ranks over ties
-        j = i
-        while j < len(pairs) and pairs[j][0] == pairs[i][0]:
-            j += 1
-        rank = (i + j + 1) / 2  # ranks i+1 … j
-        rank_sum += rank * sum(label for _, label in pairs[i:j])
-        i = j
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+def run_aucs(
+    run_dirs: list[Path], python: str = sys.executable, env: dict[str, str] | None = None
+) -> dict[str, dict[str, float | None]]:
+    """The test AUCs of each finished run in ``run_dirs``, keyed by its path: tcl.stats's AUC,
+    computed by ``python`` (the project's environment) in one process. This script's own
+    process starts before the project's dependencies are installed, so it never imports them."""
+    finished = [str(d) for d in run_dirs if (d / "predictions.csv").exists()]
+    if not finished:
+        return {}
+    command = [python, __file__, "--aucs-worker", *finished]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
+    return json.loads(done.stdout)
 
 
-def run_summary(run_dir: Path, notebook: Path | None) -> dict[str, Any]:
-    """Seconds and test AUCs of one finished (or unfinished) training run."""
+def aucs_worker(run_dirs: list[str]) -> int:
+    """Print {run dir: {auc_invasion, auc_grade}} as JSON (see :func:`run_aucs`)."""
+    import math
+
+    from tcl.stats import mann_whitney_auc
+
+    aucs = {}
+    for run_dir in run_dirs:
+        with open(Path(run_dir) / "predictions.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))  # ids stay text; only two columns are read
+        aucs[run_dir] = {}
+        for task, label in (("invasion", "invasion"), ("grade", "high_grade")):
+            value = mann_whitney_auc(
+                [int(float(r[label])) for r in rows], [float(r[f"p_{label}"]) for r in rows]
+            )
+            aucs[run_dir][f"auc_{task}"] = None if math.isnan(value) else value
+        aucs[run_dir]["n_test"] = len(rows)
+    print(json.dumps(aucs))
+    return 0
+
+
+def run_summary(
+    run_dir: Path, notebook: Path | None, aucs: dict[str, float | None] | None = None
+) -> dict[str, Any]:
+    """Seconds and test AUCs of one finished (or unfinished) training run; ``aucs``: its entry
+    of :func:`run_aucs`, computed here when not given."""
     row: dict[str, Any] = {"finished": (run_dir / "predictions.csv").exists()}
     if (run_dir / "run.json").exists():
         run = json.loads((run_dir / "run.json").read_text())
@@ -184,13 +204,7 @@ def run_summary(run_dir: Path, notebook: Path | None) -> dict[str, Any]:
         papermill = json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {})
         row["notebook_seconds"] = papermill.get("duration")
     if row["finished"]:
-        with open(run_dir / "predictions.csv", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        for task, label in (("invasion", "invasion"), ("grade", "high_grade")):
-            row[f"auc_{task}"] = auc(
-                [float(r[f"p_{label}"]) for r in rows], [int(float(r[label])) for r in rows]
-            )
-        row["n_test"] = len(rows)
+        row.update(aucs if aucs is not None else run_aucs([run_dir])[str(run_dir)])
     return row
 
 
@@ -353,7 +367,7 @@ class Check:
     def stem_phase(self) -> dict[str, Any]:
         path = self.out / "stem.json"
         command = self.python(
-            "tools/stem_bench.py", "--profile", self.profile.name, "--device",
+            "-m", "tcl.perf.stem", "--profile", self.profile.name, "--device",
             self.args.device, "--out", str(path), *self.thread_args(),
         )  # fmt: skip
         code, _ = self.run(command, min(180.0, self.left()))
@@ -433,15 +447,20 @@ class Check:
         code, seconds = self.run(command, self.left())
         results = ROOT / "results" / self.profile.name
         draws = range(3) if self.args.draws == "all" else map(int, self.args.draws.split())
+        found = {
+            f"{config}/draw{draw}": results / "runs" / config / f"draw{draw}"
+            for draw in draws
+            for config in (*CONFIGS, "radiomics")
+            if (results / "runs" / config / f"draw{draw}").exists()
+        }
+        aucs = run_aucs(list(found.values()), self.args.python, self.env)
         runs = {}
-        for draw in draws:
-            for config in (*CONFIGS, "radiomics"):
-                run_dir = results / "runs" / config / f"draw{draw}"
-                notebook = results / "notebooks" / f"02_train_{config}_draw{draw}.ipynb"
-                if run_dir.exists():
-                    runs[f"{config}/draw{draw}"] = run_summary(
-                        run_dir, None if config == "radiomics" else notebook
-                    )
+        for name, run_dir in found.items():
+            config, draw = name.split("/")
+            notebook = results / "notebooks" / f"02_train_{config}_{draw}.ipynb"
+            runs[name] = run_summary(
+                run_dir, None if config == "radiomics" else notebook, aucs.get(str(run_dir))
+            )
         trainings = [r for k, r in runs.items() if not k.startswith("radiomics")]
         finished = [r for r in trainings if r["finished"]]
         status = "ok" if code == 0 else ("out of time" if code is None else f"failed ({code})")
@@ -538,8 +557,8 @@ def bench_worker(spec_file: Path) -> int:
 
     import torch
 
-    from tcl.bench import bench
     from tcl.models.stem import CUDA_IMPL
+    from tcl.perf.bench import bench
 
     spec = json.loads(spec_file.read_text())
     out = Path(spec["out"])
@@ -688,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[:1] == ["--bench-worker"]:
         return bench_worker(Path(argv[1]))
+    if argv[:1] == ["--aucs-worker"]:
+        return aucs_worker(argv[1:])
     return Check(parse_args(argv)).main()
 
 

@@ -1,6 +1,6 @@
-"""Download the wheels that ``tools/gpu_check.sh`` installs on a GPU machine without network.
+"""Download the wheels that ``tcl/perf/gpu_check.sh`` installs on a GPU machine without network.
 
-    python tools/gpu_wheels.py [--dest .whl] [--python-version 3.12] [--dry-run]
+    python tcl/perf/gpu_wheels.py [--dest .whl] [--python-version 3.12] [--dry-run]
 
 (``make gpu-wheels`` runs it with the project's environment.) The device machines of this
 workplace have torch and the scientific stack but not everything ``make all`` needs (nibabel,
@@ -16,7 +16,7 @@ It also downloads GNU make's Debian package (``apt-get download make``, 0.4 MB) 
 the GPU image's package list does not say whether it has ``make``, and gpu_check.py unpacks
 this one only where it has not.
 
-The folder (``.whl/``, ignored by git) is named in the device tool's ``carry`` list.
+The folder (``.whl/``, ignored by git) travels to the GPU machine with the checkout.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file is tcl/perf/*.py)
 # On the GPU image (KINDS.md's package list) and large: never carried. jupyterlab is not needed
 # to execute notebooks.
 PROVIDED = {

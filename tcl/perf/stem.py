@@ -1,6 +1,6 @@
 """Time the trunks' stem convolution in each implementation of tcl.models.stem.
 
-    python tools/stem_bench.py [--profile paper] [--batch N] [--device auto|cpu|cuda]
+    python -m tcl.perf.stem [--profile paper] [--batch N] [--device auto|cpu|cuda]
                                [--in-channels 1 3] [--impls conv s2d s2d_depth s2d_2d]
                                [--out F.json]
 
@@ -31,7 +31,7 @@ import torch
 
 from tcl.config import get_profile
 from tcl.models.stem import STEM_IMPLS, StemConv3d
-from tcl.train import autocast, configure_backend, resolve_device
+from tcl.runtime import autocast, configure_backend, resolve_device
 
 
 def _timed(fn: Any, args: tuple, device: torch.device, repeats: int, warmup: int) -> float:
