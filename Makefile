@@ -181,12 +181,12 @@ endif
 
 # The README's results block shows full runs only: not smoke, not your own cohort, all draws.
 # It first compares the run's Tables 2-3 with the README's as committed (same profile), and
-# says whether they agree (tcl.report compare); a cohort of your own or a subset of the draws
+# says whether they agree (python -m tcl report compare); a cohort of your own or a subset of the draws
 # has no reference to compare with.
 SKIP_COMPARE = $(if $(DATA),a cohort of your own ($(COHORT)) has no reference in the README,$(if $(filter-out $(DRAWS),$(ALL_DRAWS)),only draws $(DRAWS) were run and the README holds all three))
 pipeline: announce $(REPORTS)
-	$(PYTHON) -m tcl.report compare README.md $(FIGURES) $(PROFILE) --runs $(RUNS)$(if $(SKIP_COMPARE), --skip "$(SKIP_COMPARE)")
-	$(if $(or $(DATA),$(SEED),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl.report readme README.md $(FIGURES) $(PROFILE) $(EVAL))
+	$(PYTHON) -m tcl report compare README.md $(FIGURES) $(PROFILE) --runs $(RUNS)$(if $(SKIP_COMPARE), --skip "$(SKIP_COMPARE)")
+	$(if $(or $(DATA),$(SEED),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl report readme README.md $(FIGURES) $(PROFILE) $(EVAL))
 	@echo "tcl: done — profile $(PROFILE); tables and figures in $(FIGURES)/, notebooks in $(NBOUT)/"
 
 announce:

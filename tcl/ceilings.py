@@ -41,7 +41,10 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from tcl.data.manifest import read_manifest
+from tcl.data.splits import read_splits
 from tcl.data.synth import CLASS_MEANS, CLASSES, HG_INV_G_MIXTURE, PAPER_COUNTS, SynthParams
+from tcl.evaluate import paper_values
 from tcl.utils import TclError, atomic_path
 
 # The tasks as predictions.csv names them, and which of the three groups are positive.
@@ -276,7 +279,6 @@ def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
 
 def paper_best() -> dict[str, float]:
     """The paper's best test AUC per task over every row of its Tables 2 and 3."""
-    from tcl.evaluate import paper_values
 
     auc = paper_values().query("metric == 'auc'")
     return {task: float(auc.loc[auc.task == task, "paper"].max()) for task in TASK_POSITIVE}
@@ -331,8 +333,6 @@ def read_synth_params(manifest: str | Path) -> SynthParams:
 
 def main(args: argparse.Namespace) -> int:
     """``python -m tcl ceilings`` with its parsed options (tcl.cli)."""
-    from tcl.data.manifest import read_manifest
-    from tcl.data.splits import read_splits
 
     table = read_manifest(args.manifest)
     params = read_synth_params(args.manifest)

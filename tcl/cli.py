@@ -283,6 +283,28 @@ def _evaluate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alpha", type=float, default=0.05, help="1 - confidence level of CIs")
 
 
+def _cost_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument(
+        "--size", type=int, nargs=3, default=(128, 128, 24), metavar=("H", "W", "D")
+    )
+    parser.add_argument("--device", choices=("cpu", "meta"), default="cpu")
+    parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
+
+
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    readme = actions.add_parser("readme", help="write the results block of README.md")
+    compare = actions.add_parser("compare", help="compare the tables with the README's")
+    for action in (readme, compare):
+        action.add_argument("readme", type=Path)
+        action.add_argument("figures", type=Path)
+        action.add_argument("profile")
+    readme.add_argument("evaluation", type=Path, nargs="?", default=None)
+    compare.add_argument("--runs", type=Path, default=None, help="the runs the tables hold")
+    compare.add_argument("--skip", default=None, metavar="REASON", help="say why, compare nothing")
+
+
 VERBS = {
     "synth": Verb(
         "tcl.data.synth:main",
@@ -376,6 +398,20 @@ VERBS = {
         "Metrics per draw, mean ± SD with the paper's values, and DeLong tests of "
         "proposed vs each configuration, from RUNS_DIR/<config>/draw<K>/predictions.csv.",
         _evaluate_options,
+    ),
+    "report": Verb(
+        "tcl.report:main",
+        "write the README's results block, or compare a run's tables with it (make runs both)",
+        "readme: write the results block of README.md from FIGURES; compare: say whether "
+        "FIGURES' Tables 2-3 agree with the README's as committed (same profile).",
+        _report_options,
+    ),
+    "cost": Verb(
+        "tcl.models.cost:main",
+        "parameters and forward FLOPs of every configuration (a Markdown table)",
+        "Parameter count and forward FLOPs of one sample for each configuration "
+        "(torch.utils.flop_counter, eval mode, batch 1; --device meta counts on shapes only).",
+        _cost_options,
     ),
 }
 

@@ -47,6 +47,7 @@ import torch
 from tcl.data.manifest import MODALITIES, PatientFiles
 from tcl.data.nifti import load_volume, save_volume
 from tcl.data.patients import load_patient
+from tcl.data.synth import SIGN_LABELS, SIGN_TASK
 from tcl.data.transforms import resize_trilinear
 from tcl.predictions import TASKS
 from tcl.utils import TclError, atomic_path
@@ -431,8 +432,6 @@ def score_against_signs(
     """
     from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
-    from tcl.data.synth import SIGN_LABELS
-
     names = {label: name for label, (name, _) in SIGN_LABELS.items()}
     shares, facts = [], []
     batch = path_batch(models, device)
@@ -498,8 +497,6 @@ def _percent(value: float) -> str:
 
 
 def _carries(family: str, task: str) -> str:
-    from tcl.data.synth import SIGN_TASK
-
     if SIGN_TASK.get(family) == task:
         return "carries this label"
     return f"carries {SIGN_TASK.get(family, 'neither task').replace('_', ' ')}"
@@ -509,7 +506,6 @@ def describe(shares: pd.DataFrame, facts: pd.DataFrame, min_patients: int = 3) -
     """Plain sentences (Markdown) on what the maps point at, computed from the scores: per task,
     on the patients with the label, where the positive attribution goes and whether those
     families carry the task's label (tcl.data.synth.SIGN_TASK)."""
-    from tcl.data.synth import SIGN_TASK
 
     summary = summarize_shares(shares)
     lines = []

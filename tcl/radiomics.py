@@ -43,7 +43,10 @@ from scipy import ndimage, stats
 from skimage import measure
 from skimage.feature import graycomatrix, graycoprops
 
-from tcl.data.manifest import MODALITIES
+from tcl.data.manifest import MODALITIES, PatientFiles, read_manifest
+from tcl.data.patients import load_patient, roi_of_mask
+from tcl.data.splits import read_splits
+from tcl.parallel import default_workers, map_patients
 from tcl.predictions import PREDICTION_COLUMNS, TASKS, decide
 from tcl.utils import TclError, atomic_path
 
@@ -163,8 +166,6 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
     cohort that ``tcl validate`` accepts is one radiomics can read. Raises TclError (naming the
     patient and file) for a file problem or a mask without tumour voxel (label 1).
     """
-    from tcl.data.manifest import PatientFiles
-    from tcl.data.patients import load_patient, roi_of_mask
 
     files = PatientFiles(
         patient_id=patient_id,
@@ -262,7 +263,6 @@ def extract_features(manifest: pd.DataFrame, workers: int | None = None) -> pd.D
     by the classifier with the median of each draw's training patients (``predict_draws``), never
     with a statistic of the whole cohort, which would let test patients shape the training data.
     """
-    from tcl.parallel import default_workers, map_patients
 
     if "mask" not in manifest or manifest["mask"].isna().any():
         missing = manifest.loc[manifest.get("mask", pd.Series(np.nan)).isna(), "patient_id"]
@@ -377,8 +377,6 @@ def auc_table(predictions: pd.DataFrame) -> pd.DataFrame:
 
 def main(args: argparse.Namespace) -> int:
     """``python -m tcl radiomics`` with its parsed options (tcl.cli)."""
-    from tcl.data.manifest import read_manifest
-    from tcl.data.splits import read_splits
 
     manifest = read_manifest(args.manifest)
     draws = read_splits(args.splits)

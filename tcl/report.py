@@ -7,6 +7,7 @@ profile and cohort produced it — synthetic results are never passed off as the
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 
 from tcl.data.splits import CLASSES, PAPER_TABLE1, patient_class
 from tcl.metrics import PAPER_METRICS, PAPER_TASK
-from tcl.utils import write_text_atomic
+from tcl.utils import git_commit, write_text_atomic
 
 CLASS_LABELS = {
     "low_grade": "Low grade (WHO I), no invasion",
@@ -416,8 +417,6 @@ def run_kernels(runs_dir: str | os.PathLike) -> list[str]:
 
 
 def _commit() -> str:
-    from tcl.utils import git_commit
-
     return git_commit()[:12]
 
 
@@ -555,23 +554,10 @@ def committed_readme(readme: str | os.PathLike) -> str:
         return readme.read_text()
 
 
-def main(argv: list[str]) -> int:
-    """``python -m tcl.report readme|compare ...`` (what the Makefile's pipeline ends with)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m tcl.report")
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    readme = verbs.add_parser("readme", help="write the results block of README.md")
-    compare = verbs.add_parser("compare", help="compare the tables with the README's")
-    for sub in (readme, compare):
-        sub.add_argument("readme", type=Path)
-        sub.add_argument("figures", type=Path)
-        sub.add_argument("profile")
-    readme.add_argument("evaluation", type=Path, nargs="?", default=None)
-    compare.add_argument("--runs", type=Path, default=None, help="the runs the tables hold")
-    compare.add_argument("--skip", default=None, metavar="REASON", help="say why, compare nothing")
-    args = parser.parse_args(argv)
-    if args.verb == "readme":
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl report readme|compare ...`` with its parsed options (tcl.cli): what the
+    Makefile's pipeline ends with."""
+    if args.action == "readme":
         update_readme(args.readme, args.figures, args.profile, args.evaluation)
         return 0
     if args.skip:
@@ -582,9 +568,3 @@ def main(argv: list[str]) -> int:
     )
     print("\n".join(f"tcl: {line}" if i == 0 else line for i, line in enumerate(lines)))
     return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main(sys.argv[1:]))

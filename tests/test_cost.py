@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from tcl.models.cost import count_flops, main
+from tcl.cli import run
+from tcl.models.cost import count_flops
 
 
 class Probe(nn.Module):
@@ -47,7 +48,7 @@ def test_cost_table_reproduces_the_released_models_size_and_cost(capsys):
     # docs/paper.md, "Architecture": the released model instantiates to 209,843,272 parameters
     # and costs ≈ 184 GFLOP forward for one 3×128×128×24 sample (FlopCounterMode on the
     # reference code).
-    assert main(["--device", "meta", "--configs", "proposed"]) == 0
+    assert run("cost", ["--device", "meta", "--configs", "proposed"]) == 0
     parameters, gflop = _table(capsys.readouterr().out)["proposed"]
     assert parameters == 209_843_272
     assert gflop == pytest.approx(184, abs=1)
@@ -55,8 +56,8 @@ def test_cost_table_reproduces_the_released_models_size_and_cost(capsys):
 
 def test_cpu_and_meta_counts_agree_at_a_small_width(capsys):
     size = ["--width", "2", "--size", "16", "16", "8", "--configs", "mmoe", "maml"]
-    main(["--device", "cpu", *size])
+    run("cost", ["--device", "cpu", *size])
     on_cpu = _table(capsys.readouterr().out)
-    main(["--device", "meta", *size])
+    run("cost", ["--device", "meta", *size])
     assert _table(capsys.readouterr().out) == on_cpu
     assert set(on_cpu) == {"mmoe", "maml"}

@@ -99,8 +99,8 @@ def test_draws_restricts_trainings_evaluation_and_the_one_draw_notebooks():
     )
     assert "-p draw 1" in next(line for line in later if "06_representations.ipynb" in line)
     # the README's results block shows all three draws of a full run, never a partial one
-    assert not any("tcl.report readme" in line for line in later)
-    assert any("tcl.report readme" in line for line in dry_run("PROFILE=quick"))
+    assert not any("tcl report readme" in line for line in later)
+    assert any("tcl report readme" in line for line in dry_run("PROFILE=quick"))
 
 
 CONFIGS = ("efmt", "mfmt", "mmoe", "maml", "baseline1", "baseline2", "baseline3", "baseline4",

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from tcl import report
+from tcl.cli import run
 
 
 def manifest_frame() -> pd.DataFrame:
@@ -176,18 +177,18 @@ def test_compare_command_and_its_skip(tmp_path, capsys):
     (figures / "table2.md").write_text(_table())
     readme = tmp_path / "README.md"  # not in a git checkout: the file itself is the reference
     readme.write_text(_readme_with(_table(auc="0.5000")))
-    assert report.main(["compare", str(readme), str(figures), "quick"]) == 0
+    assert run("report", ["compare", str(readme), str(figures), "quick"]) == 0
     assert "DIFFER" in capsys.readouterr().out
-    assert report.main(["compare", str(readme), str(figures), "quick", "--skip", "a reason"]) == 0
+    assert run("report", ["compare", str(readme), str(figures), "quick", "--skip", "a reason"]) == 0
     assert "not compared with the README's: a reason" in capsys.readouterr().out
     with pytest.raises(SystemExit):
-        report.main(["compare", str(readme)])
+        run("report", ["compare", str(readme)])
     runs = tmp_path / "runs" / "proposed" / "draw0"
     runs.mkdir(parents=True)
     kernels = {"device": "cpu", "aten_capability": "AVX512", "onednn_isa": "Intel AVX-512"}
     (runs / "run.json").write_text(json.dumps({"kernels": kernels}))
     assert report.run_kernels(tmp_path / "runs") == ["CPU ATen AVX512, oneDNN Intel AVX-512"]
-    report.main(["compare", str(readme), str(figures), "quick", "--runs", str(tmp_path / "runs")])
+    run("report", ["compare", str(readme), str(figures), "quick", "--runs", str(tmp_path / "runs")])
     assert "CPU_ISA=avx2" in capsys.readouterr().out
 
 

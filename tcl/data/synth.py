@@ -1039,6 +1039,91 @@ class _TumourRegion:
     signs: np.ndarray
 
 
+def _slice_fractions(
+    px: np.ndarray,
+    py: np.ndarray,
+    pz: np.ndarray,
+    head: _Head,
+    plan: _TumourPlan,
+    lob_table: np.ndarray,
+    cover_table: np.ndarray,
+    neck_ratio: float,
+    front_s: np.ndarray,
+) -> dict[str, np.ndarray | None]:
+    """Partial-volume fractions of the tumour and each sign at the points ``px, py, pz`` (one
+    sub-sample of the slice thickness over the tumour box S; no randomness): the seven image
+    components, the shapes that only locate signs (``blob``; ``neck`` and ``finger``, None
+    where the plan has none) and ``inside_dura``."""
+    centre, radius = plan.centre, plan.radius
+    signed, ux_uy_uz, _ = _tumour_distance(px, py, pz, centre, radius, lob_table)
+    sub_depth = head.depth(px, py, pz)
+    inside_dura = np.clip(sub_depth - 10.0, 0.0, 1.0)
+    brain = np.clip(sub_depth - 13.5, 0.0, 1.0)
+    blob = 1.0 / (1.0 + np.exp(np.clip(signed * (1.7 / plan.blur_sigma), -30, 30)))
+    tumour = blob
+    neck = finger = None
+    if plan.mushroom:
+        neck = _capsule_fraction(
+            px,
+            py,
+            pz,
+            plan.dura_point - plan.normal_in * 2,
+            centre,
+            radius * neck_ratio,
+            radius * 0.5,
+        )
+        tumour = np.maximum(tumour, neck)
+    for start, end, r0, r1 in plan.fingers:
+        capsule = _capsule_fraction(px, py, pz, start, end, r0, r1)
+        finger = capsule if finger is None else np.maximum(finger, capsule)
+        tumour = np.maximum(tumour, capsule)
+    tumour = tumour * inside_dura
+    zero = np.zeros_like(tumour)
+    necrosis = cyst = calc = feeder = tail = zero
+    if plan.necrosis_frac > 0:
+        rn = radius * plan.necrosis_frac ** (1 / 3)
+        nc = plan.necrosis_centre
+        dn = np.sqrt((px - nc[0]) ** 2 + (py - nc[1]) ** 2 + (pz - nc[2]) ** 2) * (
+            1 + 0.15 * front_s
+        )
+        necrosis = np.clip(rn - dn + 0.5, 0.0, 1.0) * tumour
+    if plan.cyst_frac > 0:
+        rc = radius * plan.cyst_frac ** (1 / 3)
+        cc = plan.cyst_centre
+        dc = np.sqrt((px - cc[0]) ** 2 + (py - cc[1]) ** 2 + (pz - cc[2]) ** 2)
+        cyst = np.clip(rc - dc + 0.5, 0.0, 1.0) * tumour * (1 - necrosis)
+    for cc, cr in plan.calcs:
+        dcal = np.sqrt((px - cc[0]) ** 2 + (py - cc[1]) ** 2 + (pz - cc[2]) ** 2)
+        calc = np.maximum(calc, np.clip(cr - dcal + 0.5, 0.0, 1.0))
+    calc = calc * tumour * (1 - necrosis) * (1 - cyst)
+    outside = 1.0 - tumour
+    covered = _lookup(cover_table, *ux_uy_uz)
+    cleft = (
+        ((signed > -0.5) & (signed < 1.8)) * covered * outside * np.clip(sub_depth - 11.5, 0.0, 1.0)
+    )
+    for start, end, r0, r1 in plan.feeders:
+        feeder = np.maximum(feeder, _capsule_fraction(px, py, pz, start, end, r0, r1))
+    feeder = feeder * outside * (1 - cleft) * brain
+    if plan.tail_thick > 0:
+        dp = plan.dura_point
+        dd = np.sqrt((px - dp[0]) ** 2 + (py - dp[1]) ** 2 + (pz - dp[2]) ** 2)
+        local = plan.tail_thick * np.clip(1 - (dd - radius) / plan.tail_len, 0.0, 1.0)
+        tail = ((sub_depth > 10.0) & (sub_depth < 11.0 + local)) * outside
+    return {
+        "tumour": tumour,
+        "necrosis": necrosis,
+        "cyst": cyst,
+        "calc": calc,
+        "cleft": cleft,
+        "feeder": feeder,
+        "tail": tail,
+        "blob": blob,
+        "neck": neck,
+        "finger": finger,
+        "inside_dura": inside_dura,
+    }
+
+
 def _render_signs(
     rng: np.random.Generator,
     head: _Head,
@@ -1097,73 +1182,14 @@ def _render_signs(
     # blob, finger and neck only locate signs (the image uses their union, "tumour")
     acc = {k: np.zeros(s_shape, dtype=np.float32) for k in (*names, "blob", "finger", "neck")}
     for dz in offsets:
-        px, py, pz = sx_, sy_, sz_ + dz
-        signed, ux_uy_uz, _ = _tumour_distance(px, py, pz, centre, radius, lob_table)
-        sub_depth = head.depth(px, py, pz)
-        inside_dura = np.clip(sub_depth - 10.0, 0.0, 1.0)
-        brain = np.clip(sub_depth - 13.5, 0.0, 1.0)
-        blob = 1.0 / (1.0 + np.exp(np.clip(signed * (1.7 / plan.blur_sigma), -30, 30)))
-        tumour = blob
-        neck = finger = None
-        if plan.mushroom:
-            neck = _capsule_fraction(
-                px,
-                py,
-                pz,
-                plan.dura_point - plan.normal_in * 2,
-                centre,
-                radius * neck_ratio,
-                radius * 0.5,
-            )
-            tumour = np.maximum(tumour, neck)
-        for start, end, r0, r1 in plan.fingers:
-            capsule = _capsule_fraction(px, py, pz, start, end, r0, r1)
-            finger = capsule if finger is None else np.maximum(finger, capsule)
-            tumour = np.maximum(tumour, capsule)
-        tumour = tumour * inside_dura
-        zero = np.zeros_like(tumour)
-        necrosis = cyst = calc = feeder = tail = zero
-        if plan.necrosis_frac > 0:
-            rn = radius * plan.necrosis_frac ** (1 / 3)
-            nc = plan.necrosis_centre
-            dn = np.sqrt((px - nc[0]) ** 2 + (py - nc[1]) ** 2 + (pz - nc[2]) ** 2) * (
-                1 + 0.15 * front_s
-            )
-            necrosis = np.clip(rn - dn + 0.5, 0.0, 1.0) * tumour
-        if plan.cyst_frac > 0:
-            rc = radius * plan.cyst_frac ** (1 / 3)
-            cc = plan.cyst_centre
-            dc = np.sqrt((px - cc[0]) ** 2 + (py - cc[1]) ** 2 + (pz - cc[2]) ** 2)
-            cyst = np.clip(rc - dc + 0.5, 0.0, 1.0) * tumour * (1 - necrosis)
-        for cc, cr in plan.calcs:
-            dcal = np.sqrt((px - cc[0]) ** 2 + (py - cc[1]) ** 2 + (pz - cc[2]) ** 2)
-            calc = np.maximum(calc, np.clip(cr - dcal + 0.5, 0.0, 1.0))
-        calc = calc * tumour * (1 - necrosis) * (1 - cyst)
-        outside = 1.0 - tumour
-        covered = _lookup(cover_table, *ux_uy_uz)
-        cleft = (
-            ((signed > -0.5) & (signed < 1.8))
-            * covered
-            * outside
-            * np.clip(sub_depth - 11.5, 0.0, 1.0)
+        part = _slice_fractions(
+            sx_, sy_, sz_ + dz, head, plan, lob_table, cover_table, neck_ratio, front_s
         )
-        for start, end, r0, r1 in plan.feeders:
-            feeder = np.maximum(feeder, _capsule_fraction(px, py, pz, start, end, r0, r1))
-        feeder = feeder * outside * (1 - cleft) * brain
-        if plan.tail_thick > 0:
-            dp = plan.dura_point
-            dd = np.sqrt((px - dp[0]) ** 2 + (py - dp[1]) ** 2 + (pz - dp[2]) ** 2)
-            local = plan.tail_thick * np.clip(1 - (dd - radius) / plan.tail_len, 0.0, 1.0)
-            tail = ((sub_depth > 10.0) & (sub_depth < 11.0 + local)) * outside
-        for name, arr in zip(
-            names, (tumour, necrosis, cyst, calc, cleft, feeder, tail), strict=True
-        ):
-            acc[name] += arr
-        acc["blob"] += blob * inside_dura
-        if neck is not None:
-            acc["neck"] += neck * inside_dura
-        if finger is not None:
-            acc["finger"] += finger * inside_dura
+        for name in names:
+            acc[name] += part[name]
+        for name in ("blob", "neck", "finger"):
+            if part[name] is not None:
+                acc[name] += part[name] * part["inside_dura"]
     n_sub = np.float32(len(offsets))
     f = {k: np.zeros(b_shape, dtype=np.float32) for k in acc}
     for k in acc:

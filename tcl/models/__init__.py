@@ -20,9 +20,9 @@ width 64):
 | ``gate_invasion``, ``gate_grade`` | [B, 3] expert weights | mmoe |
 | ``intra_invasion_<m>``, ``intra_grade_<m>`` (m = t1c, flairc, adc) | [B, 2] logits | maml |
 
-Cost at paper width (64) for one 3×128×128×24 sample, measured by ``python -m
-tcl.models.cost`` (CPU, batch 1, eval mode; the meta device gives the same counts). Parameters:
-conv/linear weights and biases plus BN/IN affine, no buffers. Forward FLOPs:
+Cost at paper width (64) for one 3×128×128×24 sample, measured by ``python -m tcl
+cost`` (tcl.models.cost; CPU, batch 1, eval mode; the meta device gives the same counts).
+Parameters: conv/linear weights and biases plus BN/IN affine, no buffers. Forward FLOPs:
 torch.utils.flop_counter.FlopCounterMode, which counts 2 FLOPs per multiply-accumulate of
 convolutions and matrix products and nothing else. docs/baselines.md's figures beside them:
 

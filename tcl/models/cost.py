@@ -1,6 +1,6 @@
 """Parameter count and forward FLOPs of each configuration (the table in tcl.models).
 
-Run ``python -m tcl.models.cost [--width 64] [--size 128 128 24] [--device cpu|meta]``. FLOPs
+Run ``python -m tcl cost [--width 64] [--size 128 128 24] [--device cpu|meta]``. FLOPs
 come from torch.utils.flop_counter.FlopCounterMode (2 FLOPs per multiply-accumulate of
 convolutions and matrix products) for a batch of one in eval mode. ``--device meta`` counts on
 shape-only tensors (instant, identical counts); ``cpu`` really runs each forward (seconds to a
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from tcl.config import CONFIGS, Profile
+from tcl.config import Profile
 from tcl.models import build, count_parameters
 from tcl.models.stem import stem_impl
 
@@ -69,15 +69,8 @@ def run_flops(model: nn.Module, config: str, profile: Profile, device: torch.dev
     return twin_flops(config, profile)["forward"]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tcl.models.cost", description=__doc__)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument(
-        "--size", type=int, nargs=3, default=(128, 128, 24), metavar=("H", "W", "D")
-    )
-    parser.add_argument("--device", choices=("cpu", "meta"), default="cpu")
-    parser.add_argument("--configs", nargs="*", default=list(CONFIGS))
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl cost`` with its parsed options (tcl.cli): the table, as Markdown."""
     print("| configuration | parameters | forward GFLOP | seconds |")
     print("|---|---|---|---|")
     for name in args.configs:
@@ -90,7 +83,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {count_parameters(model):,} | {flops / 1e9:.1f} | {seconds:.1f} |")
         del model
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

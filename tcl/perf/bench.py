@@ -186,6 +186,43 @@ def bench(
         )  # fmt: skip
 
 
+def inference_rate(
+    model: torch.nn.Module, batch: torch.Tensor, warmup: int, steps: int, device: torch.device
+) -> tuple[float | None, float]:
+    """Inference of one float16 ``batch`` [B, 3, H, W, D] (eval mode, no_grad, autocast as in
+    prediction): the first call's seconds (cuDNN autotuning, compilation; None without
+    warm-up) and samples/s over ``steps`` calls after ``warmup``."""
+    x = batch.float()
+    if device.type == "cuda":
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    first_seconds = None
+    with torch.no_grad(), autocast(device):
+        for index in range(warmup):
+            start = time.perf_counter()
+            model(x)
+            if index == 0:
+                _sync(device)
+                first_seconds = time.perf_counter() - start
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+        _sync(device)
+        return first_seconds, steps * len(x) / (time.perf_counter() - start)
+
+
+def device_peaks(device: torch.device) -> tuple[float | None, str, int]:
+    """(peak TFLOP/s, what that peak is, peak memory in bytes so far) of ``device``: the bf16
+    datasheet peak of a known GPU and its max allocated memory, or on CPU the fp32 matmul rate
+    measured here and the process's peak resident set."""
+    if device.type == "cuda":
+        peak = gpu_peak_tflops(torch.cuda.get_device_name(device))
+        kind = "bf16 dense datasheet peak" if peak else "unknown GPU (not in the table)"
+        return peak, kind, torch.cuda.max_memory_allocated(device)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return cpu_matmul_tflops(), "fp32 matmul measured on this CPU", rss
+
+
 def _bench(
     config: str,
     profile: str | Profile,
@@ -276,33 +313,11 @@ def _bench(
     optimizer.zero_grad(set_to_none=True)
 
     model.eval()
-    x = volumes[:batch].float()
-    if torch_device.type == "cuda":
-        x = x.contiguous(memory_format=torch.channels_last_3d)
-    first_inference_seconds = None
-    with torch.no_grad(), autocast(torch_device):
-        for index in range(warmup):
-            start = time.perf_counter()
-            step_model(x)
-            if index == 0:
-                _sync(torch_device)
-                first_inference_seconds = time.perf_counter() - start
-        _sync(torch_device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step_model(x)
-        _sync(torch_device)
-        infer_rate = steps * batch / (time.perf_counter() - start)
-
+    first_inference_seconds, infer_rate = inference_rate(
+        step_model, volumes[:batch], warmup, steps, torch_device
+    )
     achieved = flops["train_step"] * train_rate / 1e12
-    if torch_device.type == "cuda":
-        peak = gpu_peak_tflops(torch.cuda.get_device_name(torch_device))
-        peak_kind = "bf16 dense datasheet peak" if peak else "unknown GPU (not in the table)"
-        peak_memory = torch.cuda.max_memory_allocated(torch_device)
-    else:
-        peak = cpu_matmul_tflops()
-        peak_kind = "fp32 matmul measured on this CPU"
-        peak_memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    peak, peak_kind, peak_memory = device_peaks(torch_device)
     return {
         "config": config,
         "profile": profile.name,

@@ -173,6 +173,8 @@ def aucs_worker(run_dirs: list[str]) -> int:
     """Print {run dir: {auc_invasion, auc_grade}} as JSON (see :func:`run_aucs`)."""
     import math
 
+    # Here, not at the top: the check's own process runs on the standard library alone until
+    # its env phase has installed the project's wheels (this worker runs after that).
     from tcl.stats import mann_whitney_auc
 
     aucs = {}
@@ -555,6 +557,7 @@ def bench_worker(spec_file: Path) -> int:
     context); write each report to the spec's output as soon as it is done."""
     import gc
 
+    # Here, not at the top: see aucs_worker (this worker runs after the env phase).
     import torch
 
     from tcl.models.stem import CUDA_IMPL
