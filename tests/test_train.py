@@ -96,7 +96,7 @@ def run(cohort, out: Path, config: str = "proposed", profile=SMOKE, **kwargs) ->
 
     cache, splits = cohort
     # One thread: on a shared 2-core machine a second OpenMP thread mostly spins (see
-    # tcl.train.configure_backend); results are bit-reproducible for a given thread count.
+    # tcl.runtime.configure_backend); results are bit-reproducible for a given thread count.
     kwargs.setdefault("threads", 1)
     return train_run(config, 0, profile, cache, splits, out, device="cpu", quiet=True, **kwargs)
 
