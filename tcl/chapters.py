@@ -29,7 +29,7 @@ from tcl.config import Profile, get_profile
 from tcl.data.manifest import read_csv_text_ids, read_manifest
 from tcl.data.nifti import load_volume
 from tcl.data.preprocess import Cache, load_cache
-from tcl.data.splits import patient_class, read_splits
+from tcl.data.splits import patient_classes, read_splits
 from tcl.evaluate import read_pooled_predictions
 from tcl.explain import PROFILE_SETTINGS, score_against_signs, summarize_shares
 from tcl.plots import roc_pr_curves, save_figure
@@ -205,7 +205,7 @@ EXAMPLE_TITLES = {
 
 def class_examples(table: pd.DataFrame) -> dict[str, pd.Series]:
     """The first patient of each class in manifest order (class name -> its manifest row)."""
-    classes = [patient_class(g, i) for g, i in zip(table.who_grade, table.invasion, strict=True)]
+    classes = patient_classes(table)
     return {name: table[[c == name for c in classes]].iloc[0] for name in EXAMPLE_TITLES}
 
 
@@ -318,8 +318,7 @@ def embed_test_patients(chapter: Chapter, config: str, draw: int) -> DrawEmbeddi
     test_ids = read_splits(chapter.splits)[draw]["test"]
     features = embed(model, cache.volumes, cache.rows_of(test_ids))
     table = read_manifest(chapter.manifest).set_index("patient_id").loc[test_ids]
-    classes = [patient_class(g, i) for g, i in zip(table.who_grade, table.invasion, strict=True)]
-    return DrawEmbedding(features, table, classes)
+    return DrawEmbedding(features, table, patient_classes(table))
 
 
 def embedding_summary(config: str, draw: int, embedding: DrawEmbedding) -> str:
@@ -369,9 +368,7 @@ def draw_test_patients(
     """The manifest rows of ``draw``'s test patients (manifest order), with their ``class``."""
     test_ids = read_splits(splits_path)[draw]["test"]
     test = table[table["patient_id"].isin(test_ids)].copy()
-    test["class"] = [
-        patient_class(g, i) for g, i in zip(test["who_grade"], test["invasion"], strict=True)
-    ]
+    test["class"] = patient_classes(test)
     return test
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tcl.data.splits import CLASSES, PAPER_TABLE1, patient_class
+from tcl.data.splits import CLASSES, PAPER_TABLE1, patient_classes
 from tcl.metrics import PAPER_METRICS, PAPER_TASK
 from tcl.utils import git_commit, write_text_atomic
 
@@ -49,11 +49,7 @@ def table1(manifest: pd.DataFrame) -> pd.DataFrame:
     Returns:
         One row per class: ``n, age_mean, age_sd, male, female`` and the same with ``paper_``.
     """
-    classes = [
-        patient_class(int(g), int(i))
-        for g, i in zip(manifest["who_grade"], manifest["invasion"], strict=True)
-    ]
-    frame = manifest.assign(cohort_class=classes)
+    frame = manifest.assign(cohort_class=patient_classes(manifest))
     rows = []
     for name in CLASSES:
         members = frame[frame.cohort_class == name]

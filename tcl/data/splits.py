@@ -44,6 +44,14 @@ def patient_class(who_grade: int, invasion: int) -> str:
     return "high_grade_noninvasive" if who_grade >= 2 else "low_grade"
 
 
+def patient_classes(table: pd.DataFrame) -> list[str]:
+    """The class (:func:`patient_class`) of every row of ``table``, in its order."""
+    return [
+        patient_class(int(g), int(i))
+        for g, i in zip(table["who_grade"], table["invasion"], strict=True)
+    ]
+
+
 def class_size_problems(class_sizes: dict[str, int]) -> list[str]:
     """One line per class of ``class_sizes`` (class → patients) too small to be split."""
     return [
@@ -96,12 +104,7 @@ def make_draws(
     if n_draws < 1:
         raise TclError(f"--draws must be at least 1, got {n_draws}")
     ids = table["patient_id"].astype(str).to_numpy()
-    classes = np.array(
-        [
-            patient_class(int(g), int(i))
-            for g, i in zip(table["who_grade"], table["invasion"], strict=True)
-        ]
-    )
+    classes = np.array(patient_classes(table))
     members = {name: np.sort(ids[classes == name]) for name in CLASSES}
     counts = train_counts({name: len(m) for name, m in members.items()})
     rng = np.random.default_rng(seed)

@@ -20,7 +20,7 @@ from tcl.data.patients import REGISTER_HINT, inspect_patient
 from tcl.data.splits import (
     class_size_problems,
     distinct_training_sets,
-    patient_class,
+    patient_classes,
 )
 from tcl.parallel import default_workers, map_patients
 
@@ -43,8 +43,8 @@ def _draw_checks(path: Path, table: pd.DataFrame, draws: int) -> tuple[list[str]
     if draws < 1:
         return [f"--draws must be at least 1, got {draws}"], []
     sizes = {"low_grade": 0, "high_grade_invasive": 0, "high_grade_noninvasive": 0}
-    for grade, invasion in zip(table["who_grade"], table["invasion"], strict=True):
-        sizes[patient_class(int(grade), int(invasion))] += 1
+    for name in patient_classes(table):
+        sizes[name] += 1
     problems = [
         f"{path}: {problem}; `python -m tcl splits` refuses this cohort"
         for problem in class_size_problems(sizes)
