@@ -206,7 +206,7 @@ $(CACHE)/meta.json: $(MANIFEST) $(DATA_SOURCES)
 $(SPLITS): $(MANIFEST) tcl/data/splits.py
 	$(PYTHON) -m tcl splits --manifest $(MANIFEST) --out $@ --draws 3 --seed 666
 
-$(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl/report.py tcl/plots.py tcl/chapters.py
+$(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl/report.py tcl/plots.py tcl/chapters.py tcl/ceilings.py
 	$(NOTEBOOK) $< $@ $(COMMON)
 
 # One training notebook per configuration and draw; the run's predictions.csv is the target.

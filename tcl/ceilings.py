@@ -20,6 +20,15 @@ shared_sign_lr the same on the signs of the shared factor A alone (lobulation,
                heterogeneity, mushrooming, size): what a learner that saw only the
                task-common signs would reach. The gap to sign_lr is what each task's own
                signs add, the part the paper's task-specific features are meant to catch.
+input_lr       logistic regression on 42 crude statistics of the very volumes the networks
+               train on (the preprocessing cache: cropped, resized to the profile's input
+               size, z-scored; no mask): per sequence, over the whole crop and over its
+               central half in-plane, the 5th, 25th, 50th, 75th and 95th percentiles, the SD
+               and the mean gradient magnitude (:func:`input_features`). Not a ceiling in
+               the strict sense: a yardstick of what a simple linear reading of the
+               networks' own input reaches. A network that stays below it has not learnt
+               what its input carries. Fixed, never tuned; the only one that needs no ground
+               truth, so it is measured for a real cohort too.
 ============== ==========================================================================
 
 :func:`bayes_curve` gives the Bayes ceiling as a function of kappa by sampling latent factors
@@ -42,6 +51,7 @@ import pandas as pd
 from scipy.special import logsumexp
 
 from tcl.data.manifest import read_manifest
+from tcl.data.preprocess import load_cache
 from tcl.data.splits import read_splits
 from tcl.data.synth import CLASS_MEANS, CLASSES, HG_INV_G_MIXTURE, PAPER_COUNTS, SynthParams
 from tcl.evaluate import paper_values
@@ -52,7 +62,7 @@ TASK_POSITIVE: dict[str, tuple[str, ...]] = {
     "invasion": ("HG_inv",),
     "high_grade": ("HG_inv", "HG_noninv"),
 }
-CEILINGS: tuple[str, ...] = ("bayes", "latent_lr", "sign_lr", "shared_sign_lr")
+CEILINGS: tuple[str, ...] = ("bayes", "latent_lr", "sign_lr", "shared_sign_lr", "input_lr")
 FACTORS: tuple[str, ...] = ("latent_aggressiveness", "latent_grade", "latent_invasion")
 
 # Sign columns of the manifest by the factor that drives them most (synth.SIGNS' loadings):
@@ -268,6 +278,87 @@ def cohort_ceilings(
     return pd.DataFrame(rows, columns=["ceiling", "task", "draw", "auc"])
 
 
+# ----------------------------------------------------------------------------- the network input
+INPUT_PERCENTILES: tuple[float, ...] = (5, 25, 50, 75, 95)
+INPUT_SEQUENCES: tuple[str, ...] = ("t1c", "flairc", "adc")  # the cache's channel order
+
+
+def input_features(volumes: np.ndarray, chunk: int = 64) -> np.ndarray:
+    """The input ceiling's 42 statistics of cached volumes [N, 3, H, W, D] → float64 [N, 42].
+
+    Per sequence and region (the whole volume; its central half in-plane, all slices): the
+    INPUT_PERCENTILES, the SD and the mean gradient magnitude (central differences along the
+    three axes, in voxels). Read ``chunk`` patients at a time (the cache is memory-mapped).
+    """
+    n, channels, height, width, _ = volumes.shape
+    h0, w0 = height // 4, width // 4
+    rows = []
+    for start in range(0, n, chunk):
+        x = np.asarray(volumes[start : start + chunk], dtype=np.float32)
+        gradient = np.sqrt(sum(g**2 for g in np.gradient(x, axis=(2, 3, 4))))
+        centre = (slice(None), slice(None), slice(h0, height - h0), slice(w0, width - w0))
+        parts = []
+        for values, grads in ((x, gradient), (x[centre], gradient[centre])):
+            flat = values.reshape(len(x), channels, -1)
+            parts.append(np.percentile(flat, INPUT_PERCENTILES, axis=2).transpose(1, 2, 0))
+            parts.append(flat.std(axis=2)[..., None])
+            parts.append(grads.reshape(len(x), channels, -1).mean(axis=2)[..., None])
+        rows.append(np.concatenate(parts, axis=2).reshape(len(x), -1))
+    return np.concatenate(rows).astype(np.float64)
+
+
+def input_feature_names() -> list[str]:
+    """Column names of :func:`input_features`, in its order."""
+    stats = [f"p{q:g}" for q in INPUT_PERCENTILES] + ["sd", "gradient"]
+    return [
+        f"{region}_{sequence}_{stat}"
+        for sequence in INPUT_SEQUENCES
+        for region in ("whole", "centre")
+        for stat in stats
+    ]
+
+
+def input_ceiling(
+    volumes: np.ndarray,
+    patient_ids: Sequence[str],
+    labels: pd.DataFrame,
+    draws: list[dict[str, list[str]]],
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The ``input_lr`` yardstick per task and draw (tidy: ceiling, task, draw, auc).
+
+    Args:
+        volumes: a preprocessing cache's [N, 3, H, W, D] array; ``patient_ids`` its rows' ids.
+        labels: indexed by patient_id, with 0/1 columns ``invasion`` and ``high_grade``.
+        draws: splits.json's draws; every patient must be in the cache.
+    """
+    features = pd.DataFrame(input_features(volumes), index=[str(p) for p in patient_ids])
+    labels = labels.set_axis(labels.index.astype(str))
+    rows = []
+    for k, draw in enumerate(draws):
+        train, test = list(map(str, draw["train"])), list(map(str, draw["test"]))
+        missing = sorted(set(train + test) - set(features.index))
+        if missing:
+            raise TclError(f"draw {k}: patient(s) {', '.join(missing[:5])} not in the cache")
+        for task in TASK_POSITIVE:
+            y = labels[task].astype(int)
+            model = _logistic(seed + k).fit(features.loc[train].to_numpy(), y[train].to_numpy())
+            score = model.decision_function(features.loc[test].to_numpy())
+            rows.append(("input_lr", task, k, _auc(y[test].to_numpy(), score)))
+    return pd.DataFrame(rows, columns=["ceiling", "task", "draw", "auc"])
+
+
+def cache_input_ceiling(cache_dir: str | Path, draws: list[dict[str, list[str]]]) -> pd.DataFrame:
+    """:func:`input_ceiling` of a preprocessing cache (its index holds the labels)."""
+    cache = load_cache(cache_dir)
+    index = cache.index.sort_values("row")
+    if not np.array_equal(index["row"].to_numpy(), np.arange(len(cache.volumes))):
+        raise TclError(f"{cache_dir}: index.csv's rows do not number the volumes 0..N-1")
+    ids = index["patient_id"].astype(str).tolist()
+    labels = index.assign(patient_id=ids).set_index("patient_id")[["invasion", "high_grade"]]
+    return input_ceiling(cache.volumes, ids, labels, draws)
+
+
 def summarise(tidy: pd.DataFrame) -> pd.DataFrame:
     """Ceilings as rows (in CEILINGS order), tasks as columns: mean over draws and each draw."""
     wide = tidy.pivot_table(index=["ceiling", "task"], columns="draw", values="auc")
@@ -289,6 +380,7 @@ CEILING_LABELS: dict[str, str] = {
     "latent_lr": "logistic regression on the latent factors",
     "sign_lr": "logistic regression on every sign (what the images carry)",
     "shared_sign_lr": "logistic regression on the shared factor's signs only",
+    "input_lr": "logistic regression on 42 statistics of the network input (yardstick)",
 }
 
 
@@ -336,11 +428,17 @@ def main(args: argparse.Namespace) -> int:
 
     table = read_manifest(args.manifest)
     params = read_synth_params(args.manifest)
-    tidy = cohort_ceilings(table, read_splits(args.splits), params)
+    draws = read_splits(args.splits)
+    tidy = cohort_ceilings(table, draws, params)
+    if args.cache:
+        tidy = pd.concat([tidy, cache_input_ceiling(args.cache, draws)], ignore_index=True)
     if args.out:
         with atomic_path(args.out) as tmp:
             tidy.to_csv(tmp, index=False, float_format="%.6g")
-    print(f"test AUC ceilings of {args.manifest} (kappa {params.kappa:g}; SYNTHETIC cohort)")
+    print(
+        f"test AUC ceilings of {args.manifest} (kappa {params.kappa:g}; SYNTHETIC cohort)"
+        + (f"; input_lr on {args.cache}" if args.cache else "")
+    )
     print(summarise(tidy).to_string(float_format=lambda v: f"{v:.4f}"))
     if args.kappa:
         print("\nBayes ceiling against kappa (latent factors sampled)")
@@ -357,6 +455,10 @@ __all__ = [
     "paper_best",
     "TASK_POSITIVE",
     "bayes_curve",
+    "cache_input_ceiling",
+    "input_ceiling",
+    "input_features",
+    "input_feature_names",
     "bayes_log_odds",
     "class_shares",
     "cohort_ceilings",

@@ -179,7 +179,14 @@ def cohort_ceilings(
     """The ceilings of a synthetic cohort's tasks (tcl.ceilings), written as the ``ceilings``
     table; returns (generator parameters, summary, the table for people)."""
     params = ceilings.read_synth_params(chapter.manifest)
-    summary = ceilings.summarise(ceilings.cohort_ceilings(table, draws, params))
+    tidy = pd.concat(
+        [
+            ceilings.cohort_ceilings(table, draws, params),
+            ceilings.cache_input_ceiling(chapter.cache, draws),
+        ],
+        ignore_index=True,
+    )
+    summary = ceilings.summarise(tidy)
     shown = ceilings.ceiling_table(summary)
     caption = (
         "Ceilings: the best test AUC a learner could reach, per task and draw — profile "

@@ -241,6 +241,12 @@ def _ceilings_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", required=True, type=Path, help="splits.json")
     parser.add_argument("--out", type=Path, help="write the per-draw table (CSV) here")
     parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="a preprocessing cache of the cohort: also the input yardstick (input_lr) at its size",
+    )
+    parser.add_argument(
         "--kappa",
         type=float,
         nargs="+",

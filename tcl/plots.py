@@ -245,7 +245,13 @@ def ceiling_curve(
     best AUC per task (dashed)."""
     tasks = [c for c in curve.columns if c != "kappa"]
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 3.8), squeeze=False)
-    markers = {"sign_lr": "o", "shared_sign_lr": "s", "latent_lr": "^", "bayes": "*"}
+    markers = {
+        "sign_lr": "o",
+        "shared_sign_lr": "s",
+        "latent_lr": "^",
+        "bayes": "*",
+        "input_lr": "P",
+    }
     for ax, task in zip(axes[0], tasks, strict=True):
         ax.plot(curve["kappa"], curve[task], color="tab:blue", label="Bayes ceiling (population)")
         ax.axhline(paper_best[task], color="tab:red", ls="--", lw=1, label="paper, best row")

@@ -144,3 +144,47 @@ def test_cli_prints_and_writes_the_table(tmp_path, capsys):
     assert status == 0 and "SYNTHETIC" in text and "sign_lr" in text and "against kappa" in text
     written = pd.read_csv(out)
     assert list(written.columns) == ["ceiling", "task", "draw", "auc"] and len(written) == 24
+
+
+def test_input_features_are_the_documented_statistics():
+    """42 columns in input_feature_names' order; each one checked against a direct computation
+    on a volume whose values are known."""
+    rng = np.random.default_rng(3)
+    volumes = rng.standard_normal((5, 3, 16, 16, 4)).astype(np.float16)
+    volumes[2, 1] = 0.0  # a constant sequence: percentiles 0, SD 0, gradient 0
+    features = ceilings.input_features(volumes, chunk=2)
+    names = ceilings.input_feature_names()
+    assert features.shape == (5, 42) == (5, len(names))
+    table = pd.DataFrame(features, columns=names)
+    x = volumes.astype(np.float32)
+    np.testing.assert_allclose(table["whole_adc_p50"], np.median(x[:, 2].reshape(5, -1), axis=1),
+                               rtol=1e-6)  # fmt: skip
+    centre = x[:, 0, 4:12, 4:12, :].reshape(5, -1)
+    np.testing.assert_allclose(table["centre_t1c_sd"], centre.std(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(table["centre_t1c_p95"], np.percentile(centre, 95, axis=1),
+                               rtol=1e-6)  # fmt: skip
+    gradient = np.sqrt(sum(g**2 for g in np.gradient(x[:, 1], axis=(1, 2, 3))))
+    np.testing.assert_allclose(table["whole_flairc_gradient"],
+                               gradient.reshape(5, -1).mean(axis=1), rtol=1e-5)  # fmt: skip
+    constant = table.filter(like="_flairc_").iloc[2]
+    assert (constant == 0).all()
+
+
+def test_input_ceiling_reads_a_sign_carried_by_the_input_and_not_noise():
+    """A label that brightens the centre of T1C is found (AUC near 1); a label the volumes do
+    not carry is not (AUC near 0.5)."""
+    rng = np.random.default_rng(0)
+    n = 240
+    volumes = rng.standard_normal((n, 3, 16, 16, 4)).astype(np.float32)
+    invasion = rng.integers(0, 2, n)
+    high_grade = rng.integers(0, 2, n)
+    volumes[invasion == 1, 0, 6:10, 6:10, :] += 1.5
+    ids = [f"P{i:03d}" for i in range(n)]
+    labels = pd.DataFrame({"invasion": invasion, "high_grade": high_grade}, index=ids)
+    draws = [{"train": ids[:120], "test": ids[120:]}]
+    tidy = ceilings.input_ceiling(volumes, ids, labels, draws)
+    auc = tidy.set_index("task")["auc"]
+    assert set(tidy["ceiling"]) == {"input_lr"}
+    assert auc["invasion"] > 0.95 and abs(auc["high_grade"] - 0.5) < 0.15
+    with pytest.raises(TclError, match="not in the cache"):
+        ceilings.input_ceiling(volumes, ids, labels, [{"train": ["nobody"], "test": ids}])

@@ -210,6 +210,16 @@ def test_results_summary_is_computed_from_the_tables():
     assert "the 3 networks reach a mean test AUC of 0.900 (EFMT) to 0.950 (MFMT)" in text
     assert "the proposed network 0.930, 2nd of 3" in text and "radiomics reference 0.960" in text
     assert "EFMT (invasion), EFMT (grade)" in text
+    assert "input yardstick" not in text
+    yardstick = pd.DataFrame(
+        [("input_lr", "invasion", 0.94), ("input_lr", "high_grade", 0.96)],
+        columns=["ceiling", "task", "mean"],
+    )
+    text = report.results_summary(summary, pd.concat([ceilings, yardstick]))
+    assert "reaches 0.940 / 0.960" in text
+    # invasion: 0.95 and 0.93 are within 0.03 of 0.94, 0.90 is not; grade: 0.93 and 0.95 are
+    assert "2 of 3 within 0.03 of the input yardstick (0.940)" in text
+    assert "2 of 3 within 0.03 of the input yardstick (0.960)" in text
     summary.loc[summary.metric == "sensitivity", "mean"] = 0.5
     assert "every network finds some positive test patients" in report.results_summary(summary)
 
