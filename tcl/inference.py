@@ -45,7 +45,9 @@ def outputs_in_batches(
                 # otherwise autotune every layer again for one batch (eval mode: each
                 # sample's output is its own, the padding's is dropped)
                 x = torch.cat((x, x.new_zeros(batch_size - n, *x.shape[1:])))
-            x = x.contiguous(memory_format=torch.channels_last_3d)
+        # the layout training runs in (tcl.train.build_model): the same kernels, so the same
+        # sums, as the training's own test predictions
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         with autocast(device):
             outputs = model(x)
         yield {key: value[:n] for key, value in outputs.items()}

@@ -203,4 +203,4 @@ def load_model(
         raise TclError(
             f"{weights} does not fit a {spec.config} network of width {spec.width}: {error}"
         ) from None
-    return model.to(device).eval(), spec
+    return model.to(device, memory_format=torch.channels_last_3d).eval(), spec
