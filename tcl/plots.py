@@ -106,6 +106,32 @@ def learning_curves(history: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
+def auc_curves(curves: dict[str, pd.DataFrame], yardstick: dict[str, float] | None = None
+               ) -> plt.Figure:  # fmt: skip
+    """Train (dashed) and test (solid) AUC per epoch of several runs of tcl.perf.learning
+    (``{label: its CSV}``), one panel per task plus grade among the non-invasive patients;
+    ``yardstick``: the input yardstick per panel (``invasion``, ``grade``, ``grade_noninv``),
+    drawn as a grey line."""
+    panels = (("invasion", "invasion"), ("grade", "grade"),
+              ("grade_noninv", "grade, non-invasive patients only"))  # fmt: skip
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4), sharey=True)
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        for i, (label, table) in enumerate(curves.items()):
+            epochs = table[table["epoch"] >= 0]
+            if f"test_auc_{key}" not in epochs:
+                continue
+            colour = f"C{i}"
+            ax.plot(epochs["epoch"] + 1, epochs[f"test_auc_{key}"], c=colour, label=label)
+            ax.plot(epochs["epoch"] + 1, epochs[f"train_auc_{key}"], c=colour, ls="--", lw=0.8)
+        if yardstick and key in yardstick:
+            ax.axhline(yardstick[key], c="grey", lw=1, label="input yardstick (test)")
+        ax.set(xlabel="epoch", title=title, ylim=(0.5, 1.0))
+    axes[0].set_ylabel("AUC (solid: test, dashed: train)")
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def forest_plot(delong: pd.DataFrame, title: str = "") -> plt.Figure:
     """AUC(proposed) − AUC(other) with its confidence interval, per comparison and draw.
 

@@ -90,6 +90,41 @@ def test_proposed_network_learns_a_planted_signal_and_the_prior_would_fail(
         assert_learned(predictions.assign(p_high_grade=0.5))
 
 
+def test_learning_curve_tool_records_rising_auc_and_the_input_yardstick_reads_the_cache(
+    learning_cohort, tmp_path
+):
+    """tcl.perf.learning on the planted signal: one row per evaluated epoch with train and test
+    AUC of both tasks, the last one high, and a refit row; the input yardstick of the same
+    cache (tcl.ceilings) reads the planted signal too."""
+    from tcl.ceilings import cache_input_ceiling
+    from tcl.data.splits import read_splits
+    from tcl.perf import learning
+
+    cache, splits = learning_cohort
+    profile = learning.override(LEARNING, ["epochs=8", "head_steps=3"])
+    assert (profile.epochs, profile.head_steps, profile.size) == (8, 3, LEARNING.size)
+    out = tmp_path / "curve.csv"
+    status = learning.main(
+        ["--config", "efmt", "--profile", "smoke", "--cache", str(cache), "--splits", str(splits),
+         "--every", "4", "--threads", "1", "--out", str(out), "--set", "epochs=8",
+         "--set", "width=8", "--set", "lr=0.005", "--set", "dropout=0", "--set", "augment_p=0",
+         "--set", f"size={'x'.join(map(str, LEARNING.size))}"]
+    )  # fmt: skip
+    assert status == 0
+    table = pd.read_csv(out)
+    assert list(table["epoch"]) == [3, 7, -1]  # epochs 4 and 8, then after the refit
+    for column in ("train_auc_invasion", "test_auc_invasion", "test_auc_grade_noninv"):
+        assert table[column].between(0, 1).all()
+    assert table["test_auc_invasion"].iloc[-1] >= HIGH_AUC
+    assert table["test_auc_grade"].iloc[-1] >= HIGH_AUC
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["profile"]["epochs"] == 8 and "--set" not in record["overrides"]
+    assert learning.main(["--config", "efmt", "--set", "nonsense=1", "--out", str(out)]) == 2
+
+    yardstick = cache_input_ceiling(cache, read_splits(splits)).set_index("task")["auc"]
+    assert (yardstick >= HIGH_AUC).all(), yardstick
+
+
 # ---------------------------------------------------------------------------- radiomics
 
 
