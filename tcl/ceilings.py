@@ -230,6 +230,17 @@ def _check_table(table: pd.DataFrame) -> None:
         raise TclError(f"latent_group holds unknown group(s) {unknown}; expected {CLASSES}")
 
 
+def _draw_ids(
+    draw: dict[str, list[str]], k: int, known: pd.Index, where: str
+) -> tuple[list[str], list[str]]:
+    """Draw ``k``'s training and test ids as text; raises naming those absent from ``known``."""
+    train, test = list(map(str, draw["train"])), list(map(str, draw["test"]))
+    missing = sorted(set(train + test) - set(known))
+    if missing:
+        raise TclError(f"draw {k}: patient(s) {', '.join(missing[:5])} not in {where}")
+    return train, test
+
+
 def cohort_ceilings(
     table: pd.DataFrame,
     draws: list[dict[str, list[str]]],
@@ -264,10 +275,7 @@ def cohort_ceilings(
     }
     rows = []
     for k, draw in enumerate(draws):
-        train, test = list(map(str, draw["train"])), list(map(str, draw["test"]))
-        missing = sorted(set(train + test) - set(table.index))
-        if missing:
-            raise TclError(f"draw {k}: patient(s) {', '.join(missing[:5])} not in the manifest")
+        train, test = _draw_ids(draw, k, table.index, "the manifest")
         for task, positive in TASK_POSITIVE.items():
             y = pd.Series(np.isin(groups, positive).astype(int), index=table.index)
             rows.append(("bayes", task, k, _auc(y[test].to_numpy(), bayes[task][test].to_numpy())))
@@ -336,10 +344,7 @@ def input_ceiling(
     labels = labels.set_axis(labels.index.astype(str))
     rows = []
     for k, draw in enumerate(draws):
-        train, test = list(map(str, draw["train"])), list(map(str, draw["test"]))
-        missing = sorted(set(train + test) - set(features.index))
-        if missing:
-            raise TclError(f"draw {k}: patient(s) {', '.join(missing[:5])} not in the cache")
+        train, test = _draw_ids(draw, k, features.index, "the cache")
         for task in TASK_POSITIVE:
             y = labels[task].astype(int)
             model = _logistic(seed + k).fit(features.loc[train].to_numpy(), y[train].to_numpy())

@@ -24,6 +24,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -90,14 +91,14 @@ def evaluate(
         # low grade): where invasion's signs cannot stand in for grade's own. The training
         # set holds 44 invasive of 69 high-grade patients, the test set 18 of 79.
         noninvasive = labels[part][0] == 0
-        # sensitivity at the paper's rule (p > 0.5): whether the classifier has fitted its
-        # bias, the reason the CPU profiles had a classifier refit
-        for task, y, p in (("invasion", labels[part][0], p_invasion),
-                           ("grade", labels[part][1], p_high_grade)):  # fmt: skip
-            out[f"{part}_sensitivity_{task}"] = float((decide(p)[y == 1] == 1).mean())
         out[f"{part}_auc_grade_noninv"] = _auc(
             labels[part][1][noninvasive], p_high_grade[noninvasive]
         )
+        # sensitivity at the paper's rule (p > 0.5): whether the classifier has fitted its
+        # bias, the reason the CPU profiles have a classifier refit
+        for task, y, p in (("invasion", labels[part][0], p_invasion),
+                           ("grade", labels[part][1], p_high_grade)):  # fmt: skip
+            out[f"{part}_sensitivity_{task}"] = float((decide(p)[y == 1] == 1).mean())
     model.train()
     return out
 
@@ -111,7 +112,7 @@ def learning_curve(
     every: int = 1,
     seed: int | None = None,
     threads: int | None = None,
-    say=lambda text: print(text, flush=True),
+    say: Callable[[str], None] = lambda text: print(text, flush=True),
 ) -> pd.DataFrame:
     """Train ``config`` on ``draw`` under ``profile`` and return the curve's table."""
     device = resolve_device("cpu")
@@ -135,7 +136,7 @@ def learning_curve(
             continue
         epoch = int(row["epoch"])
         if (epoch + 1) % every == 0 or epoch + 1 == profile.epochs:
-            aucs = evaluate(state.model, data, train_rows, profile, device)
+            aucs = evaluate(state.model, data, train_rows, device)
             rows.append({**row, **aucs, "trained_seconds": trained})
             say(
                 f"{config} epoch {epoch + 1}/{profile.epochs} loss {row['total']:.3f} "
@@ -148,7 +149,7 @@ def learning_curve(
             )
     if profile.head_steps > 0:
         refit_classifiers(state, data, profile, seed)
-        aucs = evaluate(state.model, data, train_rows, profile, device)
+        aucs = evaluate(state.model, data, train_rows, device)
         rows.append({"epoch": -1, **aucs, "trained_seconds": trained})
         say(
             f"{config} after refit: test {aucs['test_auc_invasion']:.3f}/"
