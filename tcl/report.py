@@ -429,7 +429,9 @@ def run_kernels(runs_dir: str | os.PathLike) -> list[str]:
 
 
 def _commit() -> str:
-    return git_commit()[:12]
+    """The commit, shortened to 12 characters; a tree with changes keeps its ``+dirty``."""
+    commit = git_commit()
+    return commit[:12] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
 # ----------------------------------------------------------------------------- reproduction

@@ -271,3 +271,12 @@ def test_format_delong_signs_the_difference_and_rounds_p_values():
 def test_significant_share_per_task_counts_untested_as_not_significant():
     text = report.significant_share(report.delong_rows(delong_frame()))
     assert text == "Share of comparisons significant after Holm adjustment: grade 100%, invasion 0%"
+
+
+def test_the_results_block_names_a_dirty_tree_as_dirty(monkeypatch):
+    """A block written from a tree with changes must not name the clean commit."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    monkeypatch.setattr(report, "git_commit", lambda: commit + "+dirty")
+    assert report._commit() == "0123456789ab+dirty"
+    monkeypatch.setattr(report, "git_commit", lambda: commit)
+    assert report._commit() == "0123456789ab"
