@@ -73,7 +73,6 @@ def evaluate(
     model: torch.nn.Module,
     data: DrawData,
     train_rows: np.ndarray,
-    profile: Profile,
     device: torch.device,
 ) -> dict[str, float]:
     """Train and test AUC of both tasks (eval mode, unaugmented); the model is left in train
