@@ -155,7 +155,7 @@ PAPER = Profile(name="paper")
 # More steps looked best on draw 0, so a full fresh-clone `make all` was run at 22 epochs
 # (×0.9, L_con from epoch 6, refit to 600 classifier steps in all): 46-47 minutes instead of
 # about 23, and nothing gained over the three draws: grade 0.769-0.810 over the 9 networks
-# (mean 0.789; this profile's committed tables 0.762-0.820, mean 0.784), invasion 0.941-0.961
+# (mean 0.789; this profile's tables at a748911 0.762-0.820, mean 0.784), invasion 0.941-0.961
 # (0.942-0.958); the tuned draw 0 gave grade 0.744-0.788, the held-out draws 1-2
 # 0.781-0.820. So the 14 epochs stay: doubling every CPU user's wait for nothing is no better a
 # miniature of the paper.
