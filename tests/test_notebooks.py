@@ -193,3 +193,36 @@ def test_notebook_reads_predictions_with_ids_as_text_and_cites_repository_files(
         assert not ("read_csv(" in line and "predictions" in line), line
     for note in ("paper-facts.md", "imaging-signs.md", "shared/reference"):
         assert note not in text  # notes outside the repository: cite docs/ instead
+
+
+@pytest.mark.parametrize("given, passed", [(None, None), (0, 0), (7, 7)])
+def test_notebook_02_trains_with_the_seed_make_passes(given, passed, monkeypatch):
+    """make SEED=0 writes results/<profile>-seed0 and passes ``-p seed 0``: the training must
+    then use seed 0, not fall back to the profile's 666 (no parameter means the profile's)."""
+    import types
+
+    import tcl.train
+
+    notebook = nbformat.read(NOTEBOOKS[1], as_version=4)
+    parameters = next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", []))
+    training = next(c for c in notebook.cells if "train_run(" in c.source)
+    namespace: dict = {}
+    exec(parameters.source, namespace)
+    if given is not None:
+        namespace["seed"] = given  # what papermill injects
+    namespace["chapter"] = types.SimpleNamespace(
+        run_dir=lambda config, draw: Path("unused"), cache=Path("c"), splits=Path("s")
+    )
+    called: dict = {}
+
+    class Trained(Exception):
+        pass
+
+    def record(**kwargs):
+        called.update(kwargs)
+        raise Trained
+
+    monkeypatch.setattr(tcl.train, "train_run", record)
+    with pytest.raises(Trained):
+        exec(training.source, namespace)
+    assert called["seed"] == passed
