@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny cohort written with nibabel directly.
+"""Shared fixtures: a tiny cohort written with nibabel directly, and the real test data.
 
 The cohort does not use the synthetic generator (tcl.data.synth), so the manifest, validation
 and preprocessing tests check those modules alone.
@@ -6,6 +6,8 @@ and preprocessing tests check those modules alone.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -25,6 +27,32 @@ def _torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+# Real test data (each set with its README and licence) lives outside the repository: in
+# ../shared/data beside the checkout, or where TCL_SHARED_DATA points.
+SHARED_DATA_ROOTS = [Path(p) for p in (os.environ.get("TCL_SHARED_DATA", ""),) if p]
+SHARED_DATA_ROOTS.append(Path(__file__).resolve().parents[2] / "shared" / "data")
+
+
+def find_shared_data(name: str) -> Path | None:
+    """The folder of the real test data set ``name``, or None where it is absent."""
+    return next((root / name for root in SHARED_DATA_ROOTS if (root / name).is_dir()), None)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Callable[[str], Path]:
+    """``shared_data(name)``: the real test data set's folder; the test skips, saying so in one
+    line, where it is absent."""
+
+    def folder(name: str) -> Path:
+        found = find_shared_data(name)
+        if found is None:
+            looked = ", ".join(str(root) for root in SHARED_DATA_ROOTS)
+            pytest.skip(f"real test data {name!r} absent (looked in {looked}; TCL_SHARED_DATA)")
+        return found
+
+    return folder
 
 
 TINY_SHAPE = (40, 40, 8)  # X, Y, Z voxels

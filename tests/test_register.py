@@ -4,7 +4,6 @@ rigid registration onto T1C (``python -m tcl register``), the real patient, unla
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -31,14 +30,7 @@ from tcl.data.validate import check_cohort
 from tcl.utils import TclError
 
 ROOT = Path(__file__).resolve().parents[1]
-# The real patient's raw series live outside the repository (their README and licence with
-# them): beside the checkout in ../shared/data, or where TCL_SHARED_DATA points.
-_SHARED = [Path(p) for p in (os.environ.get("TCL_SHARED_DATA", ""),) if p]
-_SHARED += [ROOT.parent / "shared" / "data", Path("/work/shared/data")]
-REAL = next(
-    (d / "tcga-fg-6692" for d in _SHARED if (d / "tcga-fg-6692").is_dir()),
-    _SHARED[0] / "tcga-fg-6692",
-)
+# The real patient's raw series (tcga-fg-6692) come from conftest's shared_data fixture.
 # The lesion of the real patient, in T1C voxels as stored (its README): x 55–115, y 125–190,
 # z 13–21.
 REAL_BOX = (55, 115, 125, 190, 13, 21)
@@ -320,16 +312,16 @@ def test_an_unlabelled_manifest_is_validated_without_the_class_checks(cohort, tm
 # --- the real patient ------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"the real patient's files are absent ({REAL})")
-def test_the_real_patients_flair_lands_on_the_t1c_lesion():
+def test_the_real_patients_flair_lands_on_the_t1c_lesion(shared_data):
     """Resampled through its own header, the FLAIR misses the T1C anatomy by centimetres and a
     rotation; registered, it matches T1C inside the lesion's box (voxel-wise correlation
     0.17 before, 0.61 after when this test was written). ANTsPy and SimpleITK's own defaults
     find the same transform (about 29 mm and 13.5° at the lesion; tools/registration_compare.py)."""
     from tcl.data.nifti import resample_to_grid
 
-    t1c = load_volume(REAL / "t1c.nii.gz", canonical=False)
-    flair = load_volume(REAL / "flair.nii.gz", canonical=False)
+    real = shared_data("tcga-fg-6692")
+    t1c = load_volume(real / "t1c.nii.gz", canonical=False)
+    flair = load_volume(real / "flair.nii.gz", canonical=False)
     found = register_rigid(t1c, flair)
     centre = apply(t1c.affine, np.array([[85.0, 157.0, 17.0]]))[0]
     shift, angle = offset_of(found.matrix, centre)
@@ -366,15 +358,15 @@ def test_the_overview_of_a_box_only_patient_shows_a_slice_of_the_box():
     assert overview_slice(maps, tumour, box) == 14  # a mask decides where it is given
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"the real patient's files are absent ({REAL})")
-def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsys):
+def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsys, shared_data):
     """The issue's own trial: the three raw series in a manifest with a box around the lesion
     (T2 stands in for ADC). validate names both series; after tcl register it names none."""
+    real = shared_data("tcga-fg-6692")
     x0, x1, y0, y1, z0, z1 = REAL_BOX
     manifest = tmp_path / "real.csv"
     manifest.write_text(
         "patient_id,t1c,flairc,adc,mask,x0,x1,y0,y1,z0,z1\n"
-        f"TCGA-FG-6692,{REAL / 't1c.nii.gz'},{REAL / 'flair.nii.gz'},{REAL / 't2.nii.gz'},,"
+        f"TCGA-FG-6692,{real / 't1c.nii.gz'},{real / 'flair.nii.gz'},{real / 't2.nii.gz'},,"
         f"{x0},{x1},{y0},{y1},{z0},{z1}\n"
     )
     assert main(["validate", str(manifest), "--quiet"]) == 0
