@@ -265,6 +265,16 @@ def _radiomics_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None)
 
 
+def _ibsi_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "phantom_dir",
+        metavar="PHANTOM_DIR",
+        type=Path,
+        help="the IBSI 1 digital phantom: phantom.nii.gz, mask.nii.gz, reference_values.csv",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="also write the table as CSV")
+
+
 def _evaluate_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs_dir", metavar="RUNS_DIR", type=Path)
     parser.add_argument(
@@ -375,6 +385,13 @@ VERBS = {
         "hand-crafted features + logistic regression reference",
         "Hand-crafted features + logistic regression (the radiomics reference row).",
         _radiomics_options,
+    ),
+    "ibsi": Verb(
+        "tcl.ibsi:main",
+        "radiomics features against the IBSI digital phantom's reference values",
+        "Compute every IBSI feature tcl implements on the IBSI 1 digital phantom and compare "
+        "each with its reference value and tolerance; exit 1 if any fails.",
+        _ibsi_options,
     ),
     "train": Verb(
         "tcl.train:main",
