@@ -170,11 +170,15 @@ from_notebooks = $(if $(filter /%,$(1)),$(1),../$(1))
 COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest $(call from_notebooks,$(MANIFEST)) \
              -p cache ../$(CACHE) -p splits ../$(SPLITS) -p results ../$(RESULTS) \
              -p figures ../$(FIGURES)
+# The modules each step imports (tests/test_makefile.py checks that none is missing): editing
+# one reruns the steps that run it. Every step reads tcl/utils.py and the p > 0.5 rule.
 DATA_SOURCES  := $(wildcard tcl/data/*.py) tcl/parallel.py
-TRAIN_SOURCES := tcl/train.py tcl/runtime.py tcl/checkpoints.py tcl/inference.py tcl/runs.py tcl/data/draw.py tcl/losses.py tcl/config.py tcl/saved.py $(wildcard tcl/augment.py tcl/models/*.py)
+SHARED_SOURCES := tcl/utils.py tcl/predictions.py
+TRAIN_SOURCES := $(SHARED_SOURCES) tcl/train.py tcl/runtime.py tcl/checkpoints.py tcl/inference.py tcl/runs.py tcl/data/draw.py tcl/losses.py tcl/config.py tcl/saved.py $(wildcard tcl/augment.py tcl/models/*.py)
 SAVED_CONFIGS := proposed $(if $(filter all,$(SAVE_WEIGHTS)),$(CONFIGS),$(SAVE_WEIGHTS))
-EVAL_SOURCES  := tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py tcl/chapters.py
+EVAL_SOURCES  := $(SHARED_SOURCES) tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py tcl/chapters.py
 RUN_TARGETS   := $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(RUNS)/$(c)/draw$(d)/predictions.csv))
+RADIOMICS_SOURCES := $(SHARED_SOURCES) tcl/radiomics.py tcl/ibsi.py
 RADIOMICS     := $(foreach d,$(DRAWS),$(RUNS)/radiomics/draw$(d)/predictions.csv)
 REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 06_representations 07_predict_explain,$(NBOUT)/$(n).ipynb)
 endif
@@ -216,7 +220,7 @@ $(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.js
 endef
 $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
 
-$(RADIOMICS) &: $(MANIFEST) $(SPLITS) tcl/radiomics.py
+$(RADIOMICS) &: $(MANIFEST) $(SPLITS) $(RADIOMICS_SOURCES)
 	$(call launched,$(LAUNCH_CPU),tcl-radiomics) $(PYTHON) -m tcl radiomics --manifest $(MANIFEST) --splits $(SPLITS) --out $(RUNS)/radiomics
 
 # The draws evaluated are part of the evaluation's inputs: this file changes when DRAWS does.

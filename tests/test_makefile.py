@@ -191,3 +191,58 @@ def test_all_with_launch_needs_a_named_profile_and_queues_every_training():
     assert "through: srun" in planned.stdout
     planned = all_("PROFILE=smoke", "THREADS=4", flags=("-j", "5"))
     assert "tcl: 5 training(s) at once, 4 CPU thread(s) each" in planned.stdout
+
+
+def _make_database() -> dict[str, list[str]]:
+    """Every explicit rule of ``make pipeline PROFILE=smoke``: target -> prerequisites."""
+    result = subprocess.run(
+        ["make", "-pn", "pipeline", "PROFILE=smoke", f"PYTHON={sys.executable}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rules: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        target, sep, rest = line.partition(": ")
+        if sep and not line.startswith(("#", "\t", " ")) and " " not in target and "=" not in line:
+            rules.setdefault(target, []).extend(rest.split("|")[0].split())
+    return rules
+
+
+def _upstream(rules: dict[str, list[str]], target: str) -> set[str]:
+    """The target's prerequisites, theirs, and so on."""
+    seen: set[str] = set()
+    todo = [target]
+    while todo:
+        for prerequisite in rules.get(todo.pop(), []):
+            if prerequisite not in seen:
+                seen.add(prerequisite)
+                todo.append(prerequisite)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "target, module",
+    [
+        ("results/smoke/runs/proposed/draw0/predictions.csv", "tcl.train"),
+        ("results/smoke/runs/radiomics/draw0/predictions.csv", "tcl.radiomics"),
+        ("results/smoke/evaluation/metrics_summary.csv", "tcl.evaluate"),
+    ],
+)
+def test_every_module_a_step_imports_is_among_its_makefile_prerequisites(target, module):
+    """Editing any module a step runs (the p > 0.5 rule in tcl/predictions.py, the seeding in
+    tcl/utils.py) must make that step run again."""
+    imported = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print(*sorted(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    files = {name.replace(".", "/") + ".py" for name in imported if name.startswith("tcl.")} | {
+        name.replace(".", "/") + "/__init__.py" for name in imported if name.startswith("tcl.")
+    }
+    needed = {path for path in files if (ROOT / path).is_file()}
+    missing = needed - _upstream(_make_database(), target)
+    assert not missing, f"{target} does not depend on {sorted(missing)}"
