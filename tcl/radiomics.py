@@ -1,35 +1,44 @@
 """Radiomics reference: hand-crafted features inside the mask + logistic regression per task.
 
 This is the kind of method that earlier meningioma grading / invasion studies used, and the
-artifact's difficulty gauge: on the default synthetic cohort its mean test AUC is meant to lie in
-0.70–0.90 for each task (learnable, far from solved), leaving room for the deep models.
+classical reference every network is read against (its test AUCs: the README's generated
+results block and notebook 03).
 
 Features (one row per patient; ``extract_features``)
-    per modality (t1c, flairc, adc) inside the tumour (mask label 1):
-        mean, SD, CV, 10th/50th/90th percentiles, skewness, kurtosis — T1C and FLAIR-C divided
-        by the median of the normal-appearing tissue around the lesion (removes scanner gain
-        and most of the bias field); ADC kept in 1e-6 mm²/s;
-        texture: mean in-plane gradient magnitude (per mm, same normalisation), and the grey-level
-        co-occurrence matrix's contrast and homogeneity (scikit-image's ``graycomatrix`` /
-        ``graycoprops``; 16 grey levels, in-plane neighbours at distance 1, both voxels in the
-        tumour; see ``glcm_features``);
-        interface: mean of a 2-voxel ring just outside the tumour relative to the tumour mean,
-        and the mean gradient on the tumour border relative to the tumour–ring step (edge
-        sharpness);
-    shape: tumour volume (ml, and log), surface-to-volume ratio and sphericity of the tumour's
-    surface mesh (``mesh_area_volume``), extent (volume / bounding box), slices covered, largest
-    in-plane area, connected components;
-    oedema (label 2): volume (ml, log1p), oedema / tumour ratio, FLAIR-C and ADC means.
-    A feature that is undefined for a patient (oedema intensity without oedema, the mesh of a
-    tumour too small for one) is NaN in the feature table.
+    Where the Image Biomarker Standardisation Initiative defines a feature, it is computed as
+    the IBSI defines it (tcl.ibsi, checked by ``python -m tcl ibsi`` on the IBSI phantom) and
+    named by its IBSI tag; docs/baselines.md §8 argues the settings.
+    per modality (t1c, flairc, adc) inside the tumour (mask label 1), prefixed ``<modality>_``:
+        IBSI intensity statistics stat_mean, stat_var, stat_cov, stat_p10, stat_median,
+        stat_p90, stat_skew, stat_kurt; T1C and FLAIR-C divided by the median of the
+        normal-appearing tissue around the lesion (ours: removes scanner gain and most of the
+        bias field), ADC kept in 1e-6 mm²/s and re-segmented to ADC_RANGE;
+        IBSI co-occurrence matrix, 2.5D merged (the in-plane directions of every slice in one
+        matrix; the 6 mm slices are too far apart for 3D neighbours): cm_contrast_2_5D_comb,
+        cm_inv_diff_mom_2_5D_comb, cm_joint_entr_2_5D_comb, cm_corr_2_5D_comb; grey levels
+        by a fixed bin number (FIXED_BINS) for T1C and FLAIR-C, whose units are arbitrary, and
+        by a fixed bin size (ADC_BIN_WIDTH from the bottom of ADC_RANGE) for the quantitative
+        ADC map;
+        ours: the mean in-plane gradient magnitude (per mm); the interface: mean of a 2-voxel
+        ring just outside the tumour relative to the tumour mean, and the mean gradient on
+        the tumour border relative to the tumour–ring step (edge sharpness);
+    shape: IBSI morphology of the tumour mask (mesh by marching cubes, unsmoothed):
+    morph_volume (mesh, mm³), morph_vol_approx (voxel counting, mm³), morph_av,
+    morph_sphericity, morph_vol_dens_aabb; ours: the log of the voxel-counted volume in ml,
+    slices covered, largest in-plane area, connected components;
+    oedema (label 2, ours): volume (ml, log1p), oedema / tumour ratio, FLAIR-C and ADC means.
+    A feature that is undefined for a patient (oedema intensity without oedema, the texture
+    of a tumour with no two neighbouring voxels) is NaN in the feature table.
 
 Classifier (``predict_draws``)
     per draw and task (invasion, high_grade), fitted on the draw's training patients only:
     fill missing features with the training median, standardise, then L2 logistic regression
-    (C = 0.1, balanced class weights, lbfgs, seeded); predict its test patients. Nothing about
-    the test patients enters the fit: the imputation is part of the fitted pipeline, not a
-    cohort-wide fill beforehand. Hard labels: class 1 where p > 0.5, the networks' rule (the
-    argmax of a two-class softmax, tcl.train), so p = 0.5 exactly is class 0 in every row.
+    (balanced class weights, lbfgs, seeded) whose strength C is chosen from REGULARISATION_GRID
+    by a stratified 5-fold cross-validation of ROC AUC within the training patients; predict
+    its test patients. Nothing about the test patients enters the fit: the imputation is part
+    of the fitted pipeline, not a cohort-wide fill beforehand. Hard labels: class 1 where
+    p > 0.5, the networks' rule (the argmax of a two-class softmax, tcl.train), so p = 0.5
+    exactly is class 0 in every row.
 """
 
 from __future__ import annotations
@@ -39,10 +48,15 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, stats
-from skimage import measure
-from skimage.feature import graycomatrix, graycoprops
+from scipy import ndimage
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 
+from tcl import ibsi
 from tcl.data.manifest import MODALITIES, PatientFiles, read_manifest
 from tcl.data.patients import load_patient, roi_of_mask
 from tcl.data.splits import read_splits
@@ -50,112 +64,49 @@ from tcl.parallel import default_workers, map_patients
 from tcl.predictions import PREDICTION_COLUMNS, TASKS, decide
 from tcl.utils import TclError, atomic_path
 
-GLCM_LEVELS = 16
-REGULARISATION_C = 0.1
+# C = 1 / L2 strength, 0.001 … 10 in 9 steps; the inner cross-validation picks one per draw
+# and task (0.1, the value fixed before, lies in the middle)
+REGULARISATION_GRID = tuple(float(c) for c in np.logspace(-3, 1, 9))
+INNER_FOLDS = 5  # fewer where a class has fewer training patients
+DEFAULT_C = 0.1  # where no cross-validation is possible
 RING_REFERENCE_MM = 15.0  # normal tissue band around the lesion used to normalise intensities
-# Gaussian smoothing (mm) of the tumour mask before its surface is meshed. Marching cubes on the
-# binary mask follows the voxel staircase, whose area exceeds the smooth surface's by about 9 %
-# (a voxelised sphere of radius 10 mm: sphericity 0.92 instead of 1). One millimetre of
-# smoothing removes the staircase but not the shape (the same sphere: 0.997; a cube, truly
-# 0.806: 0.87, its edges rounded by the blur).
-MESH_SMOOTHING_MM = 1.0
+# Discretisation for the co-occurrence matrix (IBSI section 2.7, docs/baselines.md §8): T1C and
+# FLAIR-C in arbitrary units by a fixed bin number over the tumour's range; ADC, a
+# quantitative map in 1e-6 mm²/s, by a fixed bin size from the bottom of a fixed range, so a
+# grey level means the same diffusivity in every patient. Above 3,500 lies nothing a tissue
+# can do (free water at 37 °C: about 3,000), so those voxels leave ADC's intensity mask.
+FIXED_BINS = 32
+ADC_RANGE = (0.0, 3500.0)
+ADC_BIN_WIDTH = 50.0
+TEXTURE = ("cm_contrast", "cm_inv_diff_mom", "cm_joint_entr", "cm_corr")
+TEXTURE_AGGREGATION = "2_5D_comb"
+STATISTICS = ("mean", "var", "cov", "p10", "median", "p90", "skew", "kurt")
+MORPHOLOGY = (
+    "morph_volume",
+    "morph_vol_approx",
+    "morph_av",
+    "morph_sphericity",
+    "morph_vol_dens_aabb",
+)
 
 
 # ----------------------------------------------------------------------------- features
-def _moments(values: np.ndarray, prefix: str) -> dict[str, float]:
-    """Intensity statistics of a 1D sample."""
-    mean = float(values.mean())
-    sd = float(values.std())
-    p10, p50, p90 = np.percentile(values, [10, 50, 90])
-    return {
-        f"{prefix}_mean": mean,
-        f"{prefix}_sd": sd,
-        f"{prefix}_cv": sd / abs(mean) if mean else 0.0,
-        f"{prefix}_p10": float(p10),
-        f"{prefix}_p50": float(p50),
-        f"{prefix}_p90": float(p90),
-        f"{prefix}_skew": float(stats.skew(values)) if values.size > 2 and sd > 0 else 0.0,
-        f"{prefix}_kurt": float(stats.kurtosis(values)) if values.size > 3 and sd > 0 else 0.0,
-    }
-
-
-def grey_levels(image: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """Quantise ``image`` [X, Y, Z] into GLCM_LEVELS grey levels for the co-occurrence matrix.
-
-    Equal-width bins between the 1st and 99th percentiles of the values inside ``region``
-    ([X, Y, Z] boolean): level round((v - p1) · (L - 1) / (p99 - p1)), clipped to 0 … L - 1, so
-    a few extreme voxels do not squeeze the rest into one bin. A region of one value is all
-    level 0. Returns uint8 [X, Y, Z] (every voxel quantised; the region only sets the bins).
-    """
-    low, high = np.percentile(image[region], [1, 99])
-    scale = (GLCM_LEVELS - 1) / (high - low) if high > low else 0.0
-    return np.clip(np.rint((image - low) * scale), 0, GLCM_LEVELS - 1).astype(np.uint8)
-
-
-def glcm_features(levels: np.ndarray, region: np.ndarray) -> tuple[float, float]:
-    """Contrast and homogeneity of the grey-level co-occurrence matrix of ``region``.
-
-    Args:
-        levels: [X, Y, Z] integer grey levels in 0 … GLCM_LEVELS - 1 (``grey_levels``).
-        region: [X, Y, Z] boolean; a pair counts only when both its voxels lie in it.
-
-    What is computed: for every axial slice (the last axis) with a voxel of ``region``,
-    scikit-image's ``graycomatrix`` at distance 1 and angles 0 and π/2 (the neighbours along
-    Y and along X; pairs never cross slices, whose spacing is several times the in-plane one),
-    symmetric (each pair counted both ways), not normalised. The counts of all slices and both
-    angles are summed into one GLCM_LEVELS × GLCM_LEVELS matrix, which ``graycoprops``
-    normalises to P and reads: contrast Σ P(i, j) (i - j)² and homogeneity
-    Σ P(i, j) / (1 + (i - j)²) (the inverse difference moment). Returns (0, 1), the values of
-    a uniform region, when ``region`` holds no such pair.
-    """
-    # graycomatrix has no mask: voxels outside the region get one extra grey level, and that
-    # level's row and column are dropped, which leaves exactly the pairs inside the region
-    outside = GLCM_LEVELS
-    marked = np.where(region, levels, outside).astype(np.uint8)
-    counts = np.zeros((GLCM_LEVELS, GLCM_LEVELS), dtype=np.float64)
-    for z in np.flatnonzero(region.any(axis=(0, 1))):
-        matrix = graycomatrix(
-            marked[:, :, z], distances=[1], angles=[0.0, np.pi / 2], levels=outside + 1,
-            symmetric=True, normed=False,
-        )  # fmt: skip
-        counts += matrix[:outside, :outside].sum(axis=(2, 3))
-    if counts.sum() == 0:
-        return 0.0, 1.0
-    pooled = counts[:, :, None, None]  # graycoprops wants [levels, levels, distances, angles]
-    contrast = float(graycoprops(pooled, "contrast")[0, 0])
-    homogeneity = float(graycoprops(pooled, "homogeneity")[0, 0])
-    return contrast, homogeneity
-
-
-def mesh_area_volume(
-    region: np.ndarray, spacing: tuple[float, float, float]
-) -> tuple[float, float]:
-    """Surface area (mm²) and enclosed volume (mm³) of a binary region [X, Y, Z].
-
-    The region is padded (so that a region touching the volume's border still gets a closed
-    surface), smoothed with a Gaussian of MESH_SMOOTHING_MM and meshed by marching cubes at
-    level 0.5 (scikit-image), in millimetres of ``spacing``. The volume is that of the mesh
-    (divergence theorem over its triangles), so that area and volume describe one surface and
-    the sphericity they give obeys the isoperimetric bound (≤ 1). Returns (nan, nan) when the
-    smoothed region never reaches 0.5 (a tumour of a voxel or two has no surface to speak of).
-    """
-    pad = 2 + int(math.ceil(3 * MESH_SMOOTHING_MM / min(spacing)))
-    smooth = ndimage.gaussian_filter(
-        np.pad(region, pad).astype(np.float64), [MESH_SMOOTHING_MM / s for s in spacing]
-    )
-    if smooth.max() <= 0.5:
-        return math.nan, math.nan
-    vertices, faces, _, _ = measure.marching_cubes(smooth, 0.5, spacing=tuple(spacing))
-    area = float(measure.mesh_surface_area(vertices, faces))
-    a, b, c = (vertices[faces[:, k]] for k in range(3))
-    volume = abs(float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum())) / 6.0
-    return area, volume
-
-
-def sphericity(area: float, volume: float) -> float:
-    """Area of the sphere of ``volume`` divided by ``area``: 1 for a sphere, less otherwise
-    (π^(1/3) (6V)^(2/3) / A)."""
-    return math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area
+def texture(image: np.ndarray, region: np.ndarray, modality: str) -> dict[str, float]:
+    """The IBSI co-occurrence features of TEXTURE (2.5D merged) of ``region`` [X, Y, Z] in
+    ``image`` [X, Y, Z], discretised as FIXED_BINS / ADC_BIN_WIDTH say; NaN where the region
+    holds no pair of in-plane neighbours."""
+    tags = [f"{name}_{TEXTURE_AGGREGATION}" for name in TEXTURE]
+    if not region.any():
+        return dict.fromkeys(tags, math.nan)
+    if modality == "adc":
+        levels = ibsi.fixed_bin_size(image[region], ADC_BIN_WIDTH, ADC_RANGE[0])
+        n_levels = int(math.ceil((ADC_RANGE[1] - ADC_RANGE[0]) / ADC_BIN_WIDTH))
+    else:
+        levels, n_levels = ibsi.fixed_bin_number(image[region], FIXED_BINS), FIXED_BINS
+    grid = np.ones(image.shape, dtype=np.int64)
+    grid[region] = np.minimum(levels, n_levels)
+    found = ibsi.cooccurrence(grid, region, n_levels, (TEXTURE_AGGREGATION,))
+    return {tag: found.get(tag, math.nan) for tag in tags}
 
 
 def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, float]:
@@ -203,18 +154,10 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
     voxel_ml = float(np.prod(spacing)) / 1000.0
     tumour_ml = float(tumour.sum()) * voxel_ml
     oedema_ml = float(oedema.sum()) * voxel_ml
-    area, mesh_mm3 = mesh_area_volume(tumour, spacing)
-    volume_mm3 = tumour_ml * 1000.0
-    tumour_box = roi_of_mask(tumour)
-    bbox_mm3 = float(
-        np.prod([(tumour_box[2 * a + 1] - tumour_box[2 * a]) * spacing[a] for a in range(3)])
-    )
-    features: dict[str, float] = {
-        "tumour_ml": tumour_ml,
+    shape = ibsi.morphology(tumour, tumour.astype(np.float64), spacing, False)
+    features: dict[str, float] = {name: shape[name] for name in MORPHOLOGY}
+    features |= {
         "tumour_log_ml": math.log(tumour_ml),
-        "surface_to_volume": area / mesh_mm3,  # per mm; NaN without a mesh
-        "sphericity": sphericity(area, mesh_mm3),
-        "extent": volume_mm3 / bbox_mm3,
         "slices": float(np.count_nonzero(tumour.any(axis=(0, 1)))),  # slices with tumour
         "max_slice_area_cm2": float(tumour.sum(axis=(0, 1)).max() * spacing[0] * spacing[1] / 100),
         "components": float(ndimage.label(tumour)[1]),
@@ -226,21 +169,26 @@ def patient_features(paths: dict[str, str], patient_id: str = "") -> dict[str, f
         image = images[modality][box]
         if modality == "adc":
             norm = 1.0
+            low, high = ADC_RANGE  # IBSI re-segmentation of the intensity mask
+            region = tumour & (image >= low) & (image <= high)
         else:
             ref_values = image[reference] if reference.any() else image[~lesion]
             norm = float(np.median(ref_values)) or 1.0
+            region = tumour
         image = image / norm
-        values = image[tumour]
-        features.update(_moments(values, modality))
+        values = image[region] if region.any() else image[tumour]
+        stats = ibsi.statistics(values)
+        features |= {f"{modality}_stat_{name}": stats[f"stat_{name}"] for name in STATISTICS}
+        features |= {
+            f"{modality}_{name}": v for name, v in texture(image, region, modality).items()
+        }
         gx, gy = np.gradient(image, spacing[0], spacing[1], axis=(0, 1))
         gradient = np.hypot(gx, gy)
         features[f"{modality}_gradient"] = float(gradient[tumour].mean())
-        contrast, homogeneity = glcm_features(grey_levels(image, tumour), tumour)
-        features[f"{modality}_glcm_contrast"] = contrast
-        features[f"{modality}_glcm_homogeneity"] = homogeneity
-        ring_mean = float(image[ring].mean()) if ring.any() else float(values.mean())
-        features[f"{modality}_ring_ratio"] = ring_mean / float(values.mean() or 1.0)
-        step = abs(float(values.mean()) - ring_mean)
+        tumour_mean = float(image[tumour].mean())
+        ring_mean = float(image[ring].mean()) if ring.any() else tumour_mean
+        features[f"{modality}_ring_ratio"] = ring_mean / (tumour_mean or 1.0)
+        step = abs(tumour_mean - ring_mean)
         features[f"{modality}_edge_sharpness"] = float(gradient[border].mean()) / max(step, 1e-6)
         if modality != "t1c":
             features[f"oedema_{modality}_mean"] = (
@@ -290,22 +238,25 @@ def extract_features(manifest: pd.DataFrame, workers: int | None = None) -> pd.D
 
 
 # ----------------------------------------------------------------------------- classifier
-def _model(seed: int):
-    """The per-draw, per-task classifier: impute → standardise → logistic regression, each step
-    fitted on the training patients alone."""
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(
+def _model(seed: int, folds: int = INNER_FOLDS) -> GridSearchCV | Pipeline:
+    """The per-draw, per-task classifier: impute → standardise → logistic regression, its C
+    chosen by an inner cross-validation in ``folds`` stratified folds, every fold refitting
+    all three steps; then all three are refitted on the training patients alone at the chosen
+    C. Below 2 folds (a class with a single training patient) C is DEFAULT_C."""
+    pipeline = make_pipeline(
         # keep_empty_features: a feature missing for every training patient becomes a constant
         # 0 (no information) instead of being dropped, so train and test keep the same columns
         SimpleImputer(strategy="median", keep_empty_features=True),
         StandardScaler(),
-        LogisticRegression(
-            C=REGULARISATION_C, class_weight="balanced", max_iter=5000, random_state=seed
-        ),
+        LogisticRegression(C=DEFAULT_C, class_weight="balanced", max_iter=5000, random_state=seed),
+    )
+    if folds < 2:
+        return pipeline
+    return GridSearchCV(
+        pipeline,
+        {"logisticregression__C": list(REGULARISATION_GRID)},
+        scoring="roc_auc",
+        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
     )
 
 
@@ -350,7 +301,8 @@ def predict_draws(
             y_train = labels.loc[train, task].to_numpy()
             if len(np.unique(y_train)) < 2:
                 raise TclError(f"draw {k}: training set has a single {task} class")
-            model = _model(seed + k).fit(table.loc[train].to_numpy(), y_train)
+            folds = min(INNER_FOLDS, int(np.bincount(y_train).min()))
+            model = _model(seed + k, folds).fit(table.loc[train].to_numpy(), y_train)
             out[f"p_{task}"] = model.predict_proba(table.loc[test].to_numpy())[:, 1]
         for task in TASKS:
             out[task] = labels.loc[test, task].to_numpy()
@@ -363,8 +315,6 @@ def predict_draws(
 def auc_table(predictions: pd.DataFrame) -> pd.DataFrame:
     """Test AUC per draw and task (rows: draw; columns: invasion, high_grade), NaN if a
     draw's test set has one class only."""
-    from sklearn.metrics import roc_auc_score
-
     rows = []
     for draw, group in predictions.groupby("draw"):
         row = {"draw": draw}

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import write_nifti
 
-from tcl import radiomics
+from tcl import ibsi, radiomics
 from tcl.cli import run
 from tcl.data import synth
 from tcl.data.manifest import read_manifest
@@ -49,7 +49,7 @@ def _draws(manifest: pd.DataFrame, n_draws: int = 2) -> list[dict[str, list[str]
 
 
 # Features that are undefined for some patients and left NaN for the classifier's imputer.
-MAY_BE_MISSING = {"oedema_flairc_mean", "oedema_adc_mean", "sphericity", "surface_to_volume"}
+MAY_BE_MISSING = {"oedema_flairc_mean", "oedema_adc_mean"}
 
 
 def test_features_are_finite_one_row_per_patient(cohort, features):
@@ -61,20 +61,21 @@ def test_features_are_finite_one_row_per_patient(cohort, features):
     no_oedema = features.oedema_ml == 0
     assert no_oedema.any() and (~no_oedema).any()
     assert (features.oedema_adc_mean.isna() == no_oedema).all()
-    for name in (
-        "tumour_ml",
+    expected = {
+        *radiomics.MORPHOLOGY,
         "oedema_ml",
         "oedema_ratio",
-        "sphericity",
-        "adc_mean",
-        "t1c_glcm_contrast",
         "flairc_ring_ratio",
         "t1c_edge_sharpness",
-    ):
-        assert name in features.columns
+    }
+    for modality in ("t1c", "flairc", "adc"):
+        expected |= {f"{modality}_stat_{name}" for name in radiomics.STATISTICS}
+        expected |= {f"{modality}_{name}_2_5D_comb" for name in radiomics.TEXTURE}
+    assert expected <= set(features.columns)
     # the features measure what they say: tumour volume follows the generator's ground truth
     truth = manifest.set_index("patient_id").loc[features.patient_id, "latent_tumour_ml"]
-    assert np.corrcoef(truth, features.tumour_ml)[0, 1] > 0.9
+    assert np.corrcoef(truth, features.morph_vol_approx)[0, 1] > 0.9
+    assert np.corrcoef(features.morph_volume, features.morph_vol_approx)[0, 1] > 0.99
 
 
 def test_features_do_not_depend_on_worker_count(cohort, features):
@@ -141,62 +142,12 @@ def test_cli_writes_predictions_per_draw(cohort, tmp_path, capsys):
 # ----------------------------------------------------------------------------- shape
 
 
-def ellipsoid(semi_axes_mm, spacing) -> np.ndarray:
-    """Voxels [X, Y, Z] whose centres lie inside an ellipsoid of the given semi-axes (mm),
-    off the grid's symmetry by a fraction of a voxel, with a 4-voxel margin."""
-    axes = [
-        (np.arange(int(2 * r / s) + 8) - (int(2 * r / s) + 7) / 2 + shift) * s
-        for r, s, shift in zip(semi_axes_mm, spacing, (0.3, 0.2, 0.1), strict=True)
-    ]
-    x, y, z = np.meshgrid(*axes, indexing="ij")
-    a, b, c = semi_axes_mm
-    return (x / a) ** 2 + (y / b) ** 2 + (z / c) ** 2 <= 1
-
-
-def prolate_sphericity(a: float, c: float) -> float:
-    """Sphericity of a prolate spheroid, semi-axes a = b < c, from its exact area
-    2πa²(1 + c/(a e) arcsin e), e = √(1 − a²/c²), and volume 4/3 π a² c."""
-    e = math.sqrt(1 - a * a / (c * c))
-    area = 2 * math.pi * a * a * (1 + c / (a * e) * math.asin(e))
-    volume = 4 / 3 * math.pi * a * a * c
-    return math.pi ** (1 / 3) * (6 * volume) ** (2 / 3) / area
-
-
-@pytest.mark.parametrize(
-    "semi_axes, spacing, expected",
-    [
-        ((10, 10, 10), (1.0, 1.0, 1.0), 1.0),
-        ((10, 10, 10), (0.8, 0.8, 3.0), 1.0),  # thick slices
-        ((12, 12, 12), (0.5, 0.5, 2.0), 1.0),
-        ((6, 6, 18), (1.0, 1.0, 1.0), prolate_sphericity(6, 18)),  # 0.846
-        ((6, 6, 18), (1.0, 1.0, 3.0), prolate_sphericity(6, 18)),
-        ((18, 6, 6), (1.0, 1.0, 3.0), prolate_sphericity(6, 18)),  # long axis in-plane
-    ],
-)
-def test_sphericity_of_spheres_and_spheroids(semi_axes, spacing, expected):
-    # The voxel-face count this replaces gave 0.67 for every sphere (π/6 ^ 1/3 · 6 faces …).
-    area, volume = radiomics.mesh_area_volume(ellipsoid(semi_axes, spacing), spacing)
-    assert radiomics.sphericity(area, volume) == pytest.approx(expected, abs=0.03)
-    a, b, c = semi_axes
-    assert volume == pytest.approx(4 / 3 * math.pi * a * b * c, rel=0.06)
-
-
-def test_sphericity_of_a_cube_and_of_a_tumour_too_small_to_mesh():
-    cube = np.zeros((30, 30, 30), dtype=bool)
-    cube[5:25, 5:25, 5:25] = True
-    area, volume = radiomics.mesh_area_volume(cube, (1.0, 1.0, 1.0))
-    # A cube's sphericity is (π/6)^(1/3) = 0.806; the 1 mm smoothing rounds its edges (0.87).
-    assert 0.80 < radiomics.sphericity(area, volume) < 0.90
-    assert area == pytest.approx(6 * 20**2, rel=0.10)
-    two_voxels = np.zeros((5, 5, 5), dtype=bool)
-    two_voxels[2, 2, 2:4] = True
-    assert all(math.isnan(v) for v in radiomics.mesh_area_volume(two_voxels, (1.0, 1.0, 1.0)))
-
-
-def test_patient_features_report_the_sphericity_of_a_ball_tumour(tmp_path):
+def test_patient_features_report_the_shape_and_texture_of_a_ball_tumour(tmp_path):
     spacing = (1.0, 1.0, 3.0)
     # 11 mm ball in a 64×64×17 volume: tissue all around, as patient_features expects
-    ball = np.pad(ellipsoid((11, 11, 11), spacing), ((17, 17), (17, 17), (1, 1)))
+    r = np.arange(-11, 12)
+    x, y, z = np.meshgrid(r, r, np.arange(-4, 5) * 3.0, indexing="ij")
+    ball = np.pad(x**2 + y**2 + z**2 <= 11**2, ((17, 17), (17, 17), (4, 4)))
     affine = np.diag([*spacing, 1.0])
     rng = np.random.default_rng(0)
     paths = {"mask": str(write_nifti(tmp_path / "mask.nii.gz", ball.astype(np.float32), affine))}
@@ -208,9 +159,14 @@ def test_patient_features_report_the_sphericity_of_a_ball_tumour(tmp_path):
         image = np.where(ball, lesion, tissue) + rng.normal(0, 10, ball.shape)
         paths[name] = str(write_nifti(tmp_path / f"{name}.nii.gz", image, affine))
     values = radiomics.patient_features(paths, "BALL")
-    assert values["sphericity"] == pytest.approx(1.0, abs=0.03)
-    assert values["tumour_ml"] == pytest.approx(4 / 3 * math.pi * 11**3 / 1000, rel=0.05)
-    assert values["surface_to_volume"] == pytest.approx(3 / 11, rel=0.05)  # 3/r for a sphere
+    shape = ibsi.morphology(ball, ball * 1.0, spacing)
+    for name in radiomics.MORPHOLOGY:  # IBSI's morphology of the tumour mask, as tcl.ibsi has it
+        assert values[name] == pytest.approx(shape[name]), name
+    assert values["morph_vol_approx"] == pytest.approx(4 / 3 * math.pi * 11**3, rel=0.05)
+    # T1C: the tumour is one value plus noise: 32 bins of noise, no spatial correlation
+    assert abs(values["t1c_cm_corr_2_5D_comb"]) < 0.2
+    assert values["adc_stat_mean"] == pytest.approx(600, abs=2)  # ADC keeps its units
+    assert values["t1c_stat_mean"] == pytest.approx(3.0, rel=0.02)  # 900 / its tissue's 300
 
 
 # ----------------------------------------------------------------------------- classifier
@@ -271,7 +227,7 @@ def test_hard_label_is_class_one_only_above_one_half(monkeypatch):
         def predict_proba(self, x):
             return np.column_stack((1 - scores, scores))
 
-    monkeypatch.setattr(radiomics, "_model", lambda seed: Fixed())
+    monkeypatch.setattr(radiomics, "_model", lambda seed, folds: Fixed())
     features = radiomics.extract_features(manifest, workers=1)
     draws = [{"train": ids[:4], "test": ids[4:]}]
     predictions = radiomics.predict_draws(features, manifest, draws)
@@ -295,3 +251,16 @@ def test_a_sequence_on_a_larger_grid_is_read_on_the_t1c_grid(cohort, tmp_path):
     again = radiomics.patient_features(paths | {"adc": wider}, row["patient_id"])
     for name, value in original.items():
         assert again[name] == pytest.approx(value, rel=1e-4, abs=1e-4, nan_ok=True), name
+
+
+def test_the_regularisation_is_chosen_within_the_training_patients():
+    """C comes from an inner cross-validation on the training patients (strong signal, so a
+    weakly regularised model wins); with a class of one training patient there are no folds
+    and C stays at DEFAULT_C."""
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 20)
+    x = np.column_stack([y + rng.normal(0, 0.3, 40), rng.normal(0, 1, (40, 3))])
+    chosen = radiomics._model(0, 5).fit(x, y).best_params_["logisticregression__C"]
+    assert chosen in radiomics.REGULARISATION_GRID and chosen >= 0.1
+    single = radiomics._model(0, 1).fit(x[:21], np.r_[np.zeros(20, int), 1])
+    assert single[-1].C == radiomics.DEFAULT_C
