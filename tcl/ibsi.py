@@ -151,14 +151,16 @@ def morphology(
     hull = ConvexHull(vertices)
     extent = vertices.max(axis=0) - vertices.min(axis=0)
     # principal axes: eigenvalues of the covariance of the voxel centres (sample, /(N - 1), as
-    # the manual's reference values are computed)
-    eigen = np.sort(np.linalg.eigvalsh(np.cov(centres.T)))[::-1]
+    # the manual's reference values are computed); a single voxel has none
+    covariance = np.cov(centres.T) if len(centres) > 1 else np.zeros((3, 3))
+    eigen = np.sort(np.linalg.eigvalsh(covariance))[::-1]
     major, minor, least = (float(v) for v in np.sqrt(np.maximum(eigen, 0.0)))
     semi = (2 * major, 2 * minor, 2 * least)
+    ellipsoid = least > 0  # else the enclosing ellipsoid is flat: no density to speak of
     weighted = (centres * values[:, None]).sum(axis=0) / values.sum()
     features = {
         "morph_volume": volume,
-        "morph_vol_approx": mask.sum() * voxel_volume,
+        "morph_vol_approx": float(mask.sum()) * voxel_volume,
         "morph_area_mesh": area,
         "morph_av": area / volume,
         "morph_comp_1": volume / (math.sqrt(math.pi) * area**1.5),
@@ -176,8 +178,10 @@ def morphology(
         "morph_vol_dens_aabb": volume / float(np.prod(extent)),
         "morph_area_dens_aabb": area
         / float(2 * (extent[0] * extent[1] + extent[1] * extent[2] + extent[0] * extent[2])),
-        "morph_vol_dens_aee": volume / (4 * math.pi / 3 * semi[0] * semi[1] * semi[2]),
-        "morph_area_dens_aee": area / aee_area(*semi),
+        "morph_vol_dens_aee": volume / (4 * math.pi / 3 * math.prod(semi))
+        if ellipsoid
+        else math.nan,
+        "morph_area_dens_aee": area / aee_area(*semi) if ellipsoid else math.nan,
         "morph_vol_dens_conv_hull": volume / float(hull.volume),
         "morph_area_dens_conv_hull": area / float(hull.area),
         "morph_integ_int": volume * float(values.mean()),
