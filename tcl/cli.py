@@ -1,4 +1,8 @@
-"""``python -m tcl VERB [options]``: the command line, in one place.
+"""``python -m tcl VERB [options]``: the command line of every verb, in one place.
+
+The developer tools under ``tcl/perf/`` (``python -m tcl.perf.learning`` and the like) and
+the notebook runner make calls (``python -m tcl.notebooks``) keep their own parsers: they are
+not verbs a user of the artifact runs.
 
 Every verb's options and the verb table live here; what a verb does lives in its module, as a
 ``main(args)`` that receives the parsed options and returns the exit status. A verb's parser

@@ -35,12 +35,11 @@ from tcl.data.transforms import crop_box, preprocess_images, square_padding
 from tcl.explain import DEFAULT_IG_STEPS, explain_patients
 from tcl.inference import predict
 from tcl.parallel import default_workers, map_patients
-from tcl.predictions import DECISION_RULE, TASKS, decide
+from tcl.predictions import DECISION_RULE, PREDICT_COLUMNS, TASKS, decide
 from tcl.runtime import resolve_device
 from tcl.saved import ModelSpec, load_model, read_spec
 from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
 
-PREDICT_COLUMNS = ("patient_id", "p_invasion", "p_high_grade", "pred_invasion", "pred_high_grade")
 CACHE_DTYPE = np.float16  # the training cache's precision: inputs are rounded the same way
 
 

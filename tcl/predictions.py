@@ -1,7 +1,7 @@
 """What a prediction is, in one place: the two tasks, the paper's decision rule and the columns
-of a predictions table (``predictions.csv`` of a training run, of the radiomics reference, and
-``python -m tcl predict``'s output). NumPy only, so that every command can import it without
-the start-up cost of scipy.stats (tcl.metrics re-exports it).
+of both predictions tables (``predictions.csv`` of a training run and of the radiomics
+reference; ``python -m tcl predict``'s output). NumPy only, so that every command can import
+it without the start-up cost of scipy.stats (tcl.metrics re-exports it).
 """
 
 from __future__ import annotations
@@ -23,6 +23,16 @@ PREDICTION_COLUMNS: tuple[str, ...] = (
     "p_high_grade",
     "invasion",
     "high_grade",
+    "pred_invasion",
+    "pred_high_grade",
+)
+
+# A patient's row in the output of ``python -m tcl predict``: no draw, and the labels only where
+# the manifest has them (added after these columns).
+PREDICT_COLUMNS: tuple[str, ...] = (
+    "patient_id",
+    "p_invasion",
+    "p_high_grade",
     "pred_invasion",
     "pred_high_grade",
 )

@@ -408,11 +408,6 @@ def load_patient(
     return check.problems, images
 
 
-def check_patient(files: PatientFiles) -> list[str]:
-    """The problems of one patient's files (``load_patient`` without keeping the images)."""
-    return _load_patient(files)[0].problems
-
-
 def inspect_patient(files: PatientFiles, alignment: bool = False) -> PatientCheck:
     """Problems, warnings and resampled files of one patient (``load_patient`` without the
     images, so that validation workers send back a few lines rather than volumes)."""

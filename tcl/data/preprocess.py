@@ -70,14 +70,6 @@ def _preprocess_patient_resampled(
     return [], volume.astype(np.float16), loaded.resampled
 
 
-def _preprocess_patient(
-    job: tuple[PatientFiles, tuple[int, int, int], int],
-) -> tuple[list[str], np.ndarray | None]:
-    """Worker: load, check and preprocess one patient → (problems, [3, H, W, D] float16)."""
-    problems, volume, _ = _preprocess_patient_resampled(job)
-    return problems, volume
-
-
 # ---------------------------------------------------------------------------------------------
 # the cache
 

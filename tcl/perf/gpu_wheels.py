@@ -33,7 +33,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout (this file is tcl/perf/*.py)
-# On the GPU image (KINDS.md's package list) and large: never carried. jupyterlab is not needed
+# Already on the GPU machine's image, and large: never carried. jupyterlab is not needed
 # to execute notebooks.
 PROVIDED = {
     "torch", "numpy", "scipy", "pandas", "scikit-learn", "scikit-image", "matplotlib",
@@ -61,8 +61,8 @@ def closure(roots: list[str], python_version: str) -> tuple[dict[str, str], list
     version installed in this environment: ({name: version}, [names not installed here]).
 
     A name needed on ``python_version`` but not on this Python (papermill needs aiohttp from
-    3.12 on) has no version here to pin: it is reported, not downloaded (the GPU image has
-    aiohttp and its dependencies, KINDS.md)."""
+    3.12 on) has no version here to pin: it is reported, not downloaded (the GPU machine's image
+    has aiohttp and its dependencies)."""
     environment = {
         "python_version": python_version,
         "python_full_version": f"{python_version}.0",
