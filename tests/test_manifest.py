@@ -308,3 +308,26 @@ def test_import_folders_rejects_an_empty_root(tmp_path):
     with pytest.raises(TclError, match="no patients"):
         import_folders(tmp_path / "empty", tmp_path / "manifest.csv")
     assert main(["import-folders", str(tmp_path / "nowhere"), "--out", "m.csv"]) == 2
+
+
+@pytest.mark.parametrize(
+    "bad_id, why",
+    [
+        ("../escaped", "path separator"),
+        ("/abs/olute", "path separator"),
+        ("a\\b", "path separator"),
+        ("..", "relative folder name"),
+        ("P\x07BELL", "control character"),
+    ],
+)
+def test_a_patient_id_that_is_no_plain_file_name_is_refused_by_row(tiny_cohort, bad_id, why):
+    """Outputs are written per patient (predict --explain DIR/<patient_id>): an id such as
+    ../escaped would write outside DIR. The manifest is refused, the row named."""
+    table = pd.read_csv(tiny_cohort, dtype=str)
+    table.loc[1, "patient_id"] = bad_id
+    table.to_csv(tiny_cohort, index=False)
+    with pytest.raises(TclError) as error:
+        read_manifest(tiny_cohort)
+    message = str(error.value)
+    assert f"row 3: patient_id {bad_id!r}" in message and why in message
+    assert main(["validate", str(tiny_cohort), "--quiet"]) != 0

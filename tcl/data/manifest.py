@@ -180,6 +180,10 @@ def read_table(path: Path, require_labels: bool = True) -> tuple[pd.DataFrame | 
     for i, row in enumerate(raw.to_dict("records")):
         pid = ids.iloc[i]
         who = f"{path}: patient {pid}" if pid else f"{path}: row {lines[i]}"
+        why = unusable_id(pid) if pid else None
+        if why is not None:
+            who = f"{path}: row {lines[i]}"
+            problems.append(f"{who}: patient_id {pid!r} {why}")
         who_grade[i], invasion[i], age[i], bbox[i] = _check_row(
             row, who, bool(pid), require_labels, problems
         )
@@ -261,6 +265,20 @@ def _column_problems(path: Path, raw: pd.DataFrame, require_labels: bool) -> tup
     if missing:
         problems.insert(0, f"{path}: missing required column(s): {', '.join(missing)}")
     return problems, not missing
+
+
+def unusable_id(patient_id: str) -> str | None:
+    """Why ``patient_id`` cannot name a file or folder of its own, or None. Outputs are written
+    per patient (``DIR/<patient_id>/``), and manifests come from spreadsheets other people
+    wrote: an id with a path separator, ``.`` or ``..``, or a control character could write
+    outside the folder asked for, or make a name no one can type."""
+    if "/" in patient_id or "\\" in patient_id:
+        return "contains a path separator"
+    if patient_id in (".", ".."):
+        return "is a relative folder name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in patient_id):
+        return "contains a control character"
+    return None
 
 
 def _check_row(
