@@ -3,6 +3,7 @@ import of the released code's Grade_* folder layout."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -145,6 +146,24 @@ BAD_INPUTS = {
     ),
     "NaN voxel": (lambda m: _rewrite(m.parent, "P002", "t1c", _nan), ["P002", "t1c.nii.gz", "NaN"]),
     "inf voxel": (lambda m: _rewrite(m.parent, "P003", "adc", _inf), ["P003", "adc.nii.gz", "inf"]),
+    "all-zero series": (
+        lambda m: _rewrite(m.parent, "P002", "t1c", _empty),
+        ["P002", "t1c", "t1c.nii.gz", "every voxel", "is 0"],
+    ),
+    "constant series": (
+        lambda m: _rewrite(m.parent, "P003", "flairc", lambda d, a: (np.full_like(d, 7.5), a)),
+        ["P003", "flairc", "flairc.nii.gz", "is 7.5"],
+    ),
+    "one file as two sequences": (
+        _set("flairc", "P001", "P001/t1c.nii.gz"),
+        ["P001", "t1c", "flairc", "are the same file"],
+    ),
+    "a copied series": (
+        lambda m: shutil.copy(
+            m.parent / "P004" / "adc.nii.gz", m.parent / "P004" / "flairc.nii.gz"
+        ),
+        ["P004", "flairc", "adc", "hold the same voxels"],
+    ),
     "empty ROI (mask)": (
         lambda m: _rewrite(m.parent, "P001", "mask", _empty),
         ["P001", "mask.nii.gz", "empty ROI"],

@@ -282,6 +282,17 @@ def test_register_refuses_bad_input_and_writes_nothing(cohort, tmp_path):
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
+    # an all-zero T1C (a failed export): named, no SimpleITK traceback ("Total Mass of the
+    # image was zero" before), nothing written
+    zero = nib.load(bad.loc[1, "t1c"])
+    nib.save(nib.Nifti1Image(np.zeros(zero.shape, np.float32), zero.affine), tmp_path / "z.nii.gz")
+    bad.loc[1, "adc"] = str(cohort.parent / table.loc[1, "adc"])
+    bad.loc[1, "t1c"] = str(tmp_path / "z.nii.gz")
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(TclError, match=f"patient {pid}, t1c: every voxel of .*z.nii.gz is 0"):
+        register_cohort(tmp_path / "bad.csv", out, workers=1)
+    assert not out.exists()
+
     # an --out that holds files is refused before any work, and left alone
     out.mkdir()
     (out / "keep.txt").write_text("mine")

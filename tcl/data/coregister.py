@@ -36,7 +36,7 @@ import pandas as pd
 
 from tcl.data.manifest import PatientFiles, find_separator, read_csv_text_ids, read_manifest
 from tcl.data.nifti import load_volume
-from tcl.data.patients import nonfinite_problem, same_grid
+from tcl.data.patients import degenerate_problem, duplicate_problems, same_grid
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
 from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, available_cpus, exit_on_sigterm, provenance, write_text_atomic
@@ -89,6 +89,9 @@ def register_patient(
     index, files = job
     pid = files.patient_id
     t1c = load_volume(files.paths["t1c"], what=f"patient {pid}, t1c", canonical=False)
+    problem = degenerate_problem(t1c, pid, "t1c", files.paths["t1c"])
+    if problem:
+        raise TclError(problem)
     mask = None
     if files.mask is not None:
         mask = load_volume(files.mask, what=f"patient {pid}, mask", canonical=False)
@@ -99,7 +102,10 @@ def register_patient(
     for series in SEQUENCES:
         path = files.paths[series]
         moving = load_volume(path, what=f"patient {pid}, {series}", canonical=False)
-        problem = nonfinite_problem(moving, pid, series, path)
+        problem = degenerate_problem(moving, pid, series, path)
+        problem = problem or next(
+            iter(duplicate_problems({"t1c": t1c, series: moving}, files.paths, pid)), None
+        )
         if problem:
             raise TclError(problem)
         try:

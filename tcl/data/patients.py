@@ -14,6 +14,7 @@ misregistration) do not stop a run.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -174,6 +175,37 @@ def nonfinite_problem(volume: Volume, pid: str, name: str, path: str) -> str | N
     return f"patient {pid}, {name}: {bad} NaN/inf voxel(s) in {path}" if bad else None
 
 
+def degenerate_problem(volume: Volume, pid: str, name: str, path: str) -> str | None:
+    """The problem of an image series that holds no image: NaN or infinite voxels, or one
+    value everywhere (an all-zero file is what a failed export leaves); None if it is fine.
+    Checked before anything else reads the series (registration divides by its mass)."""
+    problem = nonfinite_problem(volume, pid, name, path)
+    if problem is None and volume.data.size and volume.data.min() == volume.data.max():
+        value = float(volume.data.flat[0])
+        problem = (
+            f"patient {pid}, {name}: every voxel of {path} is {value:g}: an empty or failed "
+            "export, not an image"
+        )
+    return problem
+
+
+def duplicate_problems(volumes: dict[str, Volume], paths: dict[str, str], pid: str) -> list[str]:
+    """Two sequences of one patient that are one file, or the same voxels on the same grid:
+    the manifest names one file twice, or an export copied a series."""
+    problems = []
+    names = [m for m in MODALITIES if m in volumes]
+    for i, first in enumerate(names):
+        for second in names[i + 1 :]:
+            a, b = volumes[first], volumes[second]
+            same_file = os.path.realpath(paths[first]) == os.path.realpath(paths[second])
+            if same_file or (same_grid(a, b) and np.array_equal(a.data, b.data)):
+                what = "are the same file" if same_file else "hold the same voxels"
+                problems.append(
+                    f"patient {pid}: {first} {paths[first]} and {second} {paths[second]} {what}"
+                )
+    return problems
+
+
 def _alignment_warnings(
     pid: str,
     volumes: dict[str, Volume],
@@ -287,10 +319,12 @@ def _load_patient(
         except TclError as error:
             problems.append(str(error))
             continue
-        problem = nonfinite_problem(volume, pid, name, path)
+        check_image = degenerate_problem if name in MODALITIES else nonfinite_problem
+        problem = check_image(volume, pid, name, path)
         if problem:
             problems.append(problem)
         volumes[name] = volume
+    problems.extend(duplicate_problems(volumes, paths, pid))
 
     # The reference grid is T1C's (the first readable modality when T1C itself is broken).
     reference = next((m for m in MODALITIES if m in volumes), None)
