@@ -7,7 +7,9 @@
 #
 # Knobs:
 #   PROFILE=auto|paper|quick|smoke   auto = paper when CUDA is available, else quick
-#   DATA=path/to/manifest.csv        a real cohort instead of the synthetic one
+#   DATA=path/to/manifest.csv        a real cohort instead of the synthetic one; make stops
+#                                    when validate finds series misregistered against T1C
+#   ACCEPT_MISREGISTRATION=1         ...and goes on with them as they are
 #   PYTHON=/path/to/python           use an existing environment instead of .venv/
 #   DRAWS=0 | DRAWS="0 1"            train and evaluate only these of the three draws (a quick full check)
 #   JOBS=auto|N  THREADS=auto|k      N trainings at once, k CPU threads each; auto: one thread per
@@ -45,6 +47,7 @@ DRAWS   ?= 0 1 2
 # The trainings' seed; empty = the profile's (666, the paper's). Another seed writes to
 # results/<profile>-seed<N> and figures/<profile>-seed<N> and leaves the README alone.
 SEED    ?=
+ACCEPT_MISREGISTRATION ?=
 # GPU ids the trainings share out, one per training at a time (tcl.notebooks --gpus); empty =
 # every training sees all GPUs and uses the first.
 GPUS    ?=
@@ -204,7 +207,7 @@ endif
 # A real cohort is validated first (every problem listed at once); the synthetic one is checked
 # by the test suite, and preprocessing still stops on any bad input.
 $(CACHE)/meta.json: $(MANIFEST) $(DATA_SOURCES)
-	$(if $(DATA),$(PYTHON) -m tcl validate $(MANIFEST))
+	$(if $(DATA),$(PYTHON) -m tcl validate $(MANIFEST)$(if $(ACCEPT_MISREGISTRATION), --accept-misregistration))
 	$(call launched,$(LAUNCH_CPU),tcl-preprocess) $(PYTHON) -m tcl preprocess --manifest $(MANIFEST) --out $(CACHE) --size $(SIZE) $(QUIET)
 
 $(SPLITS): $(MANIFEST) tcl/data/splits.py

@@ -119,6 +119,11 @@ def _validate_options(parser: argparse.ArgumentParser) -> None:
         help=f"draws that splits will make (default {DEFAULT_DRAWS}, as make does)",
     )
     add_alignment_option(parser)
+    parser.add_argument(
+        "--accept-misregistration",
+        action="store_true",
+        help="exit 0 although series seem misregistered (they are still listed)",
+    )
     add_workers_and_quiet(parser)
 
 

@@ -246,3 +246,16 @@ def test_every_module_a_step_imports_is_among_its_makefile_prerequisites(target,
     needed = {path for path in files if (ROOT / path).is_file()}
     missing = needed - _upstream(_make_database(), target)
     assert not missing, f"{target} does not depend on {sorted(missing)}"
+
+
+def test_a_cohort_of_ones_own_stops_at_misregistration_unless_accepted(tmp_path):
+    """validate exits 1 when series seem misregistered, which stops make before preprocess;
+    ACCEPT_MISREGISTRATION=1 passes the knob that lets it go on."""
+    manifest = tmp_path / "mycohort" / "manifest.csv"
+    manifest.parent.mkdir()
+    manifest.touch()
+    validate = [line for line in dry_run("PROFILE=smoke", f"DATA={manifest}") if "validate" in line]
+    assert validate and "--accept-misregistration" not in validate[0]
+    lines = dry_run("PROFILE=smoke", f"DATA={manifest}", "ACCEPT_MISREGISTRATION=1")
+    validate = [line for line in lines if "tcl validate" in line]
+    assert validate[0].endswith(f"tcl validate {manifest} --accept-misregistration")

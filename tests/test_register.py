@@ -137,13 +137,19 @@ def test_misregistration_is_flagged_with_patient_sequence_offset_and_fix(cohort,
     displacement = rigid_matrix((0.0, 6.0, 8.0), (10.0, -6.0, 4.0), (0.0, 0.0, 0.0))
     move_header(moved / table.loc[2, "flairc"], displacement)
 
-    assert main(["validate", str(moved / "manifest.csv"), "--quiet"]) == 0
+    # misregistration stops validate (and so make all DATA=...) unless the user accepts it
+    assert main(["validate", str(moved / "manifest.csv"), "--quiet"]) == 1
     out = capsys.readouterr().out
-    flagged = [line for line in out.splitlines() if "misregistered" in line]
+    flagged = [line for line in out.splitlines() if "seems misregistered" in line]
     assert len(flagged) == 1, out
     assert f"patient {pid}, flairc" in flagged[0]
     assert f"python -m tcl register {moved / 'manifest.csv'} --out" in flagged[0]
     assert "mm and" in flagged[0] and "°" in flagged[0]
+    assert "1 series of 1 patient(s) seem misregistered" in out
+    assert "--accept-misregistration" in out and "ACCEPT_MISREGISTRATION=1" in out
+    accepted = ["validate", str(moved / "manifest.csv"), "--quiet", "--accept-misregistration"]
+    assert main(accepted) == 0
+    assert "seems misregistered" in capsys.readouterr().out  # still listed
 
     assert main(["validate", str(moved / "manifest.csv"), "--quiet", "--no-alignment-check"]) == 0
     out = capsys.readouterr().out
@@ -380,9 +386,9 @@ def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsy
         f"TCGA-FG-6692,{real / 't1c.nii.gz'},{real / 'flair.nii.gz'},{real / 't2.nii.gz'},,"
         f"{x0},{x1},{y0},{y1},{z0},{z1}\n"
     )
-    assert main(["validate", str(manifest), "--quiet"]) == 0
+    assert main(["validate", str(manifest), "--quiet"]) == 1
     out = capsys.readouterr().out
-    flagged = [line for line in out.splitlines() if "misregistered" in line]
+    flagged = [line for line in out.splitlines() if "seems misregistered" in line]
     assert [line.split(":")[0].strip(" -") for line in flagged] == [
         "patient TCGA-FG-6692, flairc",
         "patient TCGA-FG-6692, adc",

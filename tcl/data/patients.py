@@ -79,6 +79,7 @@ class PatientCheck:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     resampled: dict[str, str] = field(default_factory=dict)
+    misregistered: list[str] = field(default_factory=list)  # series the alignment check flagged
 
 
 def roi_of_mask(mask: np.ndarray) -> tuple[int, int, int, int, int, int] | None:
@@ -211,9 +212,11 @@ def _alignment_warnings(
     volumes: dict[str, Volume],
     paths: dict[str, str],
     roi: tuple[int, int, int, int, int, int],
+    flagged: list[str],
 ) -> list[str]:
     """Warnings for FLAIR-C and ADC (and a mask drawn on their grid) that a quick rigid
-    registration finds misregistered against T1C (:func:`tcl.data.register.misregistration`)."""
+    registration finds misregistered against T1C (:func:`tcl.data.register.misregistration`);
+    the names of the misregistered series are appended to ``flagged``."""
     t1c = volumes["t1c"]
     centre = roi_centre(t1c, bbox=roi)
     warnings = []
@@ -222,6 +225,7 @@ def _alignment_warnings(
         if found is None:
             continue
         shift, angle = found
+        flagged.append(name)
         warnings.append(
             f"patient {pid}, {name}: {paths[name]} seems misregistered against t1c "
             f"{paths['t1c']}: a quick registration moves it by about {shift:.0f} mm and "
@@ -375,7 +379,7 @@ def _load_patient(
     if problems or roi is None or any(m not in volumes for m in MODALITIES):
         return check, None
     if alignment:
-        check.warnings.extend(_alignment_warnings(pid, volumes, paths, roi))
+        check.warnings.extend(_alignment_warnings(pid, volumes, paths, roi, check.misregistered))
     # Onto the T1C grid where needed, then reoriented to canonical: the bbox was read in the
     # stored grid and is carried along. The reoriented channels are views; np.stack makes the
     # one copy, in the layout of its inputs (nibabel's arrays are Fortran-ordered, and a copy

@@ -35,6 +35,7 @@ class CohortReport:
     warnings: list[str] = field(default_factory=list)
     resampled: dict[str, dict[str, str]] = field(default_factory=dict)
     labelled: bool = True  # False: no label given, the class checks were skipped
+    misregistered: dict[str, list[str]] = field(default_factory=dict)  # patient → series
 
 
 def _draw_checks(path: Path, table: pd.DataFrame, draws: int) -> tuple[list[str], list[str]]:
@@ -95,6 +96,8 @@ def check_cohort(
         )
         if check.resampled:
             report.resampled[check.patient_id] = check.resampled
+        if check.misregistered:
+            report.misregistered[check.patient_id] = check.misregistered
     if not report.labelled:
         return report
     labels_ok = (table["who_grade"] > 0).all() and (table["invasion"] >= 0).all()
@@ -143,6 +146,16 @@ def main(args: argparse.Namespace) -> int:
         print(f"{len(report.problems)} problem(s) in {args.manifest}:")
         for problem in report.problems:
             print(f"  - {problem}")
+        return 1
+    if report.misregistered and not args.accept_misregistration:
+        series = sum(len(names) for names in report.misregistered.values())
+        print(
+            f"{series} series of {len(report.misregistered)} patient(s) seem misregistered "
+            f"(warnings above): training on them would mix anatomies. Register them first, "
+            f"`python -m tcl register {args.manifest} --out FOLDER`, then use "
+            "FOLDER/manifest.csv; or go on as they are with --accept-misregistration "
+            "(make: ACCEPT_MISREGISTRATION=1)"
+        )
         return 1
     if not report.labelled:
         table = read_manifest(args.manifest, require_labels=False)
