@@ -473,7 +473,10 @@ def usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's), run the verb, return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in {"-h", "--help", "help"}:
+    if not argv:  # no verb is a usage error, as for any command line tool
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[0] in {"-h", "--help", "help"}:
         print(usage())
         return 0
     verb, rest = argv[0], argv[1:]

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,20 @@ def test_help_lists_every_verb(capsys):
 def test_unknown_verb_exits_nonzero(capsys):
     assert main(["no-such-verb"]) == 2
     assert "unknown verb" in capsys.readouterr().err
+
+
+def test_no_verb_prints_the_verbs_and_exits_2(capsys):
+    assert main([]) == 2
+    assert "synth" in capsys.readouterr().err
+
+
+def test_the_installed_tcl_command_is_the_command_line():
+    """``make env`` installs the package, and with it the ``tcl`` console script."""
+    script = Path(sys.executable).parent / "tcl"
+    assert script.is_file(), f"{script}: not installed (pyproject.toml [project.scripts])"
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "synth" in done.stdout
+    assert subprocess.run([str(script)], capture_output=True).returncode == 2
 
 
 def test_module_entry_point_runs():
