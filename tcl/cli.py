@@ -71,6 +71,28 @@ def add_workers_and_quiet(parser: argparse.ArgumentParser, quiet: str = "no prog
     parser.add_argument("--quiet", action="store_true", help=quiet)
 
 
+def add_manifest_argument(parser: argparse.ArgumentParser) -> None:
+    """The cohort's manifest as ``--manifest PATH``, as every verb takes it, or as the first
+    argument, as validate and register always have (:func:`run` merges the two)."""
+    parser.add_argument(
+        "manifest_argument", nargs="?", type=Path, metavar="MANIFEST", help=argparse.SUPPRESS
+    )
+    parser.add_argument("--manifest", type=Path, default=None, help="manifest.csv of the cohort")
+
+
+def _merge_manifest(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """One manifest from ``--manifest`` or the first argument (:func:`add_manifest_argument`)."""
+    if not hasattr(args, "manifest_argument"):
+        return
+    given = [p for p in (args.manifest, args.manifest_argument) if p is not None]
+    if not given:
+        parser.error("the manifest is required: --manifest PATH")
+    if len(given) == 2 and given[0] != given[1]:
+        parser.error(f"two manifests given: --manifest {given[0]} and {given[1]}")
+    args.manifest = given[0]
+    del args.manifest_argument
+
+
 def add_alignment_option(parser: argparse.ArgumentParser) -> None:
     """``--no-alignment-check``, for the verbs that read patients with the check on."""
     parser.add_argument(
@@ -111,7 +133,7 @@ def _import_folders_options(parser: argparse.ArgumentParser) -> None:
 def _validate_options(parser: argparse.ArgumentParser) -> None:
     from tcl.data.splits import DEFAULT_DRAWS  # pandas (a second): only for this verb
 
-    parser.add_argument("manifest", type=Path, help="manifest.csv of the cohort")
+    add_manifest_argument(parser)
     parser.add_argument(
         "--draws",
         type=int,
@@ -128,7 +150,7 @@ def _validate_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", type=Path, help="manifest.csv of the cohort")
+    add_manifest_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="new folder to write")
     add_workers_and_quiet(parser)
 
@@ -460,7 +482,9 @@ def run(verb: str, argv: list[str]) -> int:
     """Parse ``argv`` with ``verb``'s parser and run it; errors propagate (TclError and all),
     as a Python caller or a test wants them. :func:`main` is this plus the exit statuses."""
     module_name, func_name = VERBS[verb].run.split(":")
-    args = parser_for(verb).parse_args(argv)
+    parser = parser_for(verb)
+    args = parser.parse_args(argv)
+    _merge_manifest(parser, args)
     return int(getattr(importlib.import_module(module_name), func_name)(args) or 0)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tcl.cli import VERBS, Verb, main
+from tcl.cli import VERBS, Verb, main, parser_for
 from tcl.config import CONFIGS, PROFILES, check_config, get_profile
 from tcl.utils import TclError, atomic_path
 
@@ -87,3 +87,22 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(tiny_cohort):
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "Exception ignored" not in err
+
+
+def test_every_verb_that_reads_a_manifest_takes_manifest_as_an_option(tiny_cohort, capsys):
+    """--manifest everywhere; validate and register keep their positional form."""
+    for verb in ("validate", "register", "preprocess", "splits", "predict", "radiomics"):
+        assert "--manifest" in parser_for(verb).format_help(), verb
+    quiet = ["--quiet", "--no-alignment-check"]
+    # the tiny cohort is read and checked either way (its classes are too small to split: 1)
+    for form in (["--manifest", str(tiny_cohort)], [str(tiny_cohort)],
+                 [str(tiny_cohort), "--manifest", str(tiny_cohort)]):  # fmt: skip
+        assert main(["validate", *form, *quiet]) == 1
+        assert f"problem(s) in {tiny_cohort}:" in capsys.readouterr().out
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(["validate", "a.csv", "--manifest", "b.csv"])
+    assert stopped.value.code == 2 and "two manifests given" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["register", "--out", "x"])
+    assert "the manifest is required" in capsys.readouterr().err
