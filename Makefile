@@ -149,7 +149,9 @@ ifeq ($(DATA),)
   MANIFEST    := data/$(COHORT)/raw/manifest.csv
   SYNTH_ARGS  := $(call profile_get,'--n-patients'$(comma) p.n_patients$(comma) '--shape'$(comma) *p.synth_shape)
 else
-  COHORT      := $(notdir $(patsubst %/,%,$(dir $(abspath $(DATA)))))
+  # A cohort is its manifest, not its folder's name: two manifests in folders of one name get
+  # apart folders (the name plus a checksum of the manifest's absolute path, cksum: POSIX).
+  COHORT      := $(notdir $(patsubst %/,%,$(dir $(abspath $(DATA)))))-$(shell printf '%s' '$(abspath $(DATA))' | cksum | cut -d' ' -f1)
   MANIFEST    := $(DATA)
 endif
 ifneq ($(and $(strip $(LAUNCH)),$(strip $(GPUS))),)

@@ -36,12 +36,33 @@ def test_own_cohort_by_absolute_path_reaches_notebooks_unchanged_and_outputs_apa
     manifest.touch()
     lines = dry_run("PROFILE=smoke", f"DATA={manifest}")
     command = training_command(lines)
+    cohort = _cohort_of(command)
+    assert cohort.startswith("mycohort-")
     assert f"-p manifest {manifest} " in command
-    assert "-p cache ../data/mycohort/16x16x8 " in command
-    assert "-p results ../results/smoke-mycohort " in command
-    assert "-p figures ../figures/smoke-mycohort" in command
+    assert f"-p cache ../data/{cohort}/16x16x8 " in command
+    assert f"-p results ../results/smoke-{cohort} " in command
+    assert f"-p figures ../figures/smoke-{cohort}" in command
     assert any(f"tcl validate {manifest}" in line for line in lines)
     assert not any("tcl synth" in line for line in lines)
+
+
+def _cohort_of(command: str) -> str:
+    return command.split("-p cohort ")[1].split()[0]
+
+
+def test_two_manifests_in_folders_of_one_name_never_share_outputs(tmp_path):
+    """A cohort is its manifest: registered/ here and registered/ there are two cohorts, with
+    their own cache, splits and results; the same manifest always gets the same folders."""
+    manifests = [tmp_path / site / "registered" / "manifest.csv" for site in ("a", "b")]
+    for manifest in manifests:
+        manifest.parent.mkdir(parents=True)
+        manifest.touch()
+    cohorts = [
+        _cohort_of(training_command(dry_run("PROFILE=smoke", f"DATA={m}"))) for m in manifests
+    ]
+    assert cohorts[0] != cohorts[1] and all(c.startswith("registered-") for c in cohorts)
+    again = _cohort_of(training_command(dry_run("PROFILE=smoke", f"DATA={manifests[0]}")))
+    assert again == cohorts[0]
 
 
 def test_synthetic_default_paths_and_gpu_sharing():
