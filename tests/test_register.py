@@ -299,6 +299,24 @@ def test_register_refuses_bad_input_and_writes_nothing(cohort, tmp_path):
         register_cohort(tmp_path / "bad.csv", out, workers=1)
     assert not out.exists()
 
+    # a box outside T1C: refused before any registration (the offsets are measured at its
+    # centre), and so is a mask without a voxel > 0
+    bad.loc[1, "t1c"] = str(cohort.parent / table.loc[1, "t1c"])
+    boxed = bad.drop(columns=["mask"]).assign(x0=0, x1=10, y0=0, y1=10, z0=0, z1=10)
+    boxed.loc[1, ["x0", "x1"]] = [500, 520]
+    boxed.to_csv(tmp_path / "boxed.csv", index=False)
+    with pytest.raises(
+        TclError, match=f"unusable region(?s:.*)patient {pid}: bbox x 500..520, .* is outside"
+    ):
+        register_cohort(tmp_path / "boxed.csv", out, workers=1)
+    zero = nib.load(bad.loc[1, "mask"])
+    nib.save(nib.Nifti1Image(np.zeros(zero.shape, np.uint8), zero.affine), tmp_path / "m.nii.gz")
+    bad.loc[1, "mask"] = str(tmp_path / "m.nii.gz")
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(TclError, match=f"unusable region(?s:.*)patient {pid}, mask: empty ROI"):
+        register_cohort(tmp_path / "bad.csv", out, workers=1)
+    assert not out.exists()
+
     # an --out that holds files is refused before any work, and left alone
     out.mkdir()
     (out / "keep.txt").write_text("mine")

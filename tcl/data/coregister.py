@@ -36,7 +36,7 @@ import pandas as pd
 
 from tcl.data.manifest import PatientFiles, find_separator, read_csv_text_ids, read_manifest
 from tcl.data.nifti import load_volume
-from tcl.data.patients import degenerate_problem, duplicate_problems, same_grid
+from tcl.data.patients import bbox_problem, degenerate_problem, duplicate_problems, same_grid
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
 from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, available_cpus, exit_on_sigterm, provenance, write_text_atomic
@@ -188,6 +188,25 @@ def _output_manifest(manifest: Path, table: pd.DataFrame, results: list[SeriesRe
     return raw, separator
 
 
+def _roi_problems(files: PatientFiles) -> list[str]:
+    """What is wrong with a patient's region of interest, read cheaply before registering: a
+    bbox outside T1C (its header), a mask without a voxel > 0."""
+    pid = files.patient_id
+    if files.mask is not None:
+        mask = load_volume(files.mask, what=f"patient {pid}, mask", canonical=False)
+        if not (np.nan_to_num(mask.data) > 0).any():
+            return [f"patient {pid}, mask: empty ROI (no voxel > 0) in {files.mask}"]
+        return []
+    if files.bbox is None:
+        return []
+    try:
+        shape = nib.load(files.paths["t1c"]).shape[:3]
+    except Exception as error:  # nibabel raises several kinds for an unreadable header
+        return [f"patient {pid}, t1c: cannot read NIfTI file {files.paths['t1c']}: {error}"]
+    problem = bbox_problem(pid, files.bbox, shape, f"t1c {files.paths['t1c']}")
+    return [problem] if problem else []
+
+
 def register_cohort(
     manifest: str | os.PathLike,
     out: str | os.PathLike,
@@ -212,6 +231,10 @@ def register_cohort(
     if missing:  # before hours of work, not after
         listed = "\n".join(f"  - {line}" for line in missing)
         raise TclError(f"{len(missing)} missing file(s) in {manifest}:\n{listed}")
+    unusable = [problem for files in patients for problem in _roi_problems(files)]
+    if unusable:  # the offsets are measured at the region's centre: it must be in the image
+        listed = "\n".join(f"  - {line}" for line in unusable)
+        raise TclError(f"{len(unusable)} unusable region(s) in {manifest}:\n{listed}")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     start = time.perf_counter()

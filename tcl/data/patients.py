@@ -170,6 +170,22 @@ def _signal_checks(
     return problems, warnings
 
 
+def bbox_problem(pid: str, bbox: tuple[int, ...], shape: tuple[int, ...], image: str) -> str | None:
+    """The problem of a non-empty bbox (x0, x1, y0, y1, z0, z1; end-exclusive voxel indices of
+    the file as stored) that reaches outside ``image`` of ``shape``, or None."""
+    x0, x1, y0, y1, z0, z1 = bbox
+    spans = [(x0, x1), (y0, y1), (z0, z1)]
+    if any(hi <= lo for lo, hi in spans):
+        return None  # an empty bbox is a table-level problem, already reported by read_table
+    if all(0 <= lo < hi <= n for (lo, hi), n in zip(spans, shape, strict=True)):
+        return None
+    return (
+        f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is outside the volume "
+        f"of shape {tuple(shape)} as stored ({image}; bbox columns are voxel indices of the file "
+        "as stored)"
+    )
+
+
 def nonfinite_problem(volume: Volume, pid: str, name: str, path: str) -> str | None:
     """The problem of a volume with NaN or infinite voxels, or None."""
     bad = int(np.count_nonzero(~np.isfinite(volume.data)))
@@ -286,19 +302,11 @@ def _region_of_interest(
                 + f") in {files.mask}"
             )
     elif files.mask is None and files.bbox is not None:
-        x0, x1, y0, y1, z0, z1 = files.bbox
-        spans = [(x0, x1), (y0, y1), (z0, z1)]
-        inside = all(0 <= lo < hi <= n for (lo, hi), n in zip(spans, ref_shape, strict=True))
-        if any(hi <= lo for lo, hi in spans):
-            pass  # an empty bbox is a table-level problem, already reported by read_table
-        elif not inside:
-            problems.append(
-                f"patient {pid}: bbox x {x0}..{x1}, y {y0}..{y1}, z {z0}..{z1} is outside "
-                f"the volume of shape {ref_shape} as stored ({reference} {ref_path}; bbox "
-                "columns are voxel indices of the file as stored)"
-            )
-        else:
-            roi = files.bbox
+        problem = bbox_problem(pid, files.bbox, ref_shape, f"{reference} {ref_path}")
+        if problem:
+            problems.append(problem)
+        elif all(lo < hi for lo, hi in zip(files.bbox[::2], files.bbox[1::2], strict=True)):
+            roi = files.bbox  # (an empty bbox is a table-level problem, reported by read_table)
 
     return mask_data, roi
 
