@@ -350,3 +350,15 @@ def test_a_patient_id_that_is_no_plain_file_name_is_refused_by_row(tiny_cohort, 
     message = str(error.value)
     assert f"row 3: patient_id {bad_id!r}" in message and why in message
     assert main(["validate", str(tiny_cohort), "--quiet"]) != 0
+
+
+def test_t1c_and_flairc_swapped_are_flagged_by_patient(tiny_cohort):
+    """The tumour stands out more on T1C (an enhancing meningioma) than on FLAIR-C; a
+    manifest that swaps the two columns gets a warning per patient, a correct one none."""
+    from tcl.data.validate import check_cohort
+
+    assert not [w for w in check_cohort(tiny_cohort).warnings if "flairc swapped" in w]
+    edit_manifest(tiny_cohort, lambda t: t.rename(columns={"t1c": "flairc", "flairc": "t1c"}))
+    flagged = [w for w in check_cohort(tiny_cohort).warnings if "are t1c and flairc swapped" in w]
+    assert [w.split(",")[0] for w in flagged] == [f"patient P00{i}" for i in range(1, 5)]
+    assert "flairc.nii.gz (1.00×)" not in flagged[0] and "×) than on flairc" in flagged[0]

@@ -160,6 +160,9 @@ def _signal_checks(
                 f"{ceiling:g} (preprocessing clips to {list(CLIP_RANGE)}): is the intensity "
                 "range or unit what the paper used?"
             )
+    swapped = contrast_warning(pid, files, images, region, tumour)
+    if swapped:
+        warnings.append(swapped)
     crop = crop_in_plane(images, roi)
     if not (crop > CLIP_RANGE[0]).any():
         problems.append(
@@ -168,6 +171,39 @@ def _signal_checks(
             f"preprocessing has nothing to normalise ({files.paths['t1c']})"
         )
     return problems, warnings
+
+
+def lesion_contrast(image: np.ndarray, region: np.ndarray, tumour: np.ndarray) -> float:
+    """Mean of ``image`` [X, Y, Z] in ``tumour`` over its mean in a ring of 2 in-plane voxels
+    around ``region`` (the whole lesion): how far the tumour stands out from its surroundings.
+    NaN where the ring is empty or dark."""
+    plane = np.zeros((3, 3, 3), dtype=bool)
+    plane[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+    ring = ndimage.binary_dilation(region, plane, iterations=2) & ~region
+    surroundings = float(image[ring].mean()) if ring.any() else 0.0
+    if surroundings <= 0 or not tumour.any():
+        return float("nan")
+    return float(image[tumour].mean()) / surroundings
+
+
+def contrast_warning(
+    pid: str, files: PatientFiles, images: np.ndarray, region: np.ndarray, tumour: np.ndarray
+) -> str | None:
+    """A warning when T1C and FLAIR-C look swapped, or None. A meningioma enhances strongly,
+    so on the contrast-enhanced T1 it stands out from the brain around it more than on
+    FLAIR-C, where the tumour is close to grey matter and oedema can be brighter still; a T1C
+    whose tumour contrast (:func:`lesion_contrast`) is not above FLAIR-C's is flagged.
+    On the 800 synthetic patients it flags 3 as named and 797 swapped (docs/your-cohort.md)."""
+    t1c = lesion_contrast(images[0], region, tumour)
+    flairc = lesion_contrast(images[1], region, tumour)
+    if not (t1c <= flairc):  # also when either is NaN: nothing to compare
+        return None
+    return (
+        f"patient {pid}, t1c: the tumour stands out less from its surroundings on t1c "
+        f"{files.paths['t1c']} ({t1c:.2f}×) than on flairc {files.paths['flairc']} "
+        f"({flairc:.2f}×), where an enhancing meningioma stands out most on T1C: are t1c and "
+        "flairc swapped?"
+    )
 
 
 def bbox_problem(pid: str, bbox: tuple[int, ...], shape: tuple[int, ...], image: str) -> str | None:
