@@ -296,6 +296,28 @@ def _radiomics_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None)
 
 
+def _import_dicom_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dicom_dir", metavar="DICOM_DIR", type=Path, help="one folder per patient, any nesting"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="new folder to write")
+    parser.add_argument(
+        "--series",
+        action="append",
+        default=[],
+        metavar="SEQUENCE=PATTERN",
+        help="choose a series: t1c, flairc or adc = a case-insensitive glob on "
+        "SeriesDescription (repeatable); without it, the series are only listed",
+    )
+    parser.add_argument(
+        "--roi", default=None, metavar="PATTERN", help="rasterise RTSTRUCT ROIs named so"
+    )
+    parser.add_argument(
+        "--labels", type=Path, default=None, help="CSV with patient_id, who_grade, invasion"
+    )
+    add_workers_and_quiet(parser)
+
+
 def _ibsi_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "phantom_dir",
@@ -416,6 +438,13 @@ VERBS = {
         "hand-crafted features + logistic regression reference",
         "Hand-crafted features + logistic regression (the radiomics reference row).",
         _radiomics_options,
+    ),
+    "import-dicom": Verb(
+        "tcl.data.dicom:main",
+        "DICOM series and RTSTRUCT contours → NIfTI files and a manifest",
+        "List every DICOM series of every patient (series.csv), or, with --series rules, "
+        "write the chosen series as NIfTI, the matching contours as masks, and manifest.csv.",
+        _import_dicom_options,
     ),
     "ibsi": Verb(
         "tcl.ibsi:main",
