@@ -121,3 +121,117 @@ def write_tiny_cohort(root: Path, patients=TINY_PATIENTS) -> Path:
 def tiny_cohort(tmp_path: Path) -> Path:
     """Path of the manifest of a fresh four-patient cohort (40×40×8 volumes, box tumours)."""
     return write_tiny_cohort(tmp_path / "cohort")
+
+
+# --- DICOM, written from NIfTI, for the import-dicom round trip ------------------------------
+
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
+MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+def _dicom_file(meta_class: str, instance: str):
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = meta_class
+    meta.MediaStorageSOPInstanceUID = instance
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta_class, instance
+    return ds
+
+
+def write_dicom_series(
+    nifti: Path,
+    folder: Path,
+    description: str,
+    patient_id: str,
+    frame_uid: str,
+    transposed: bool = False,
+) -> tuple[str, float]:
+    """Write ``nifti`` as an MR series of int16 slices with a rescale slope, one file per
+    slice under ``folder``, in the file's geometry (``transposed``: rows and columns swapped,
+    i.e. another matrix and orientation of the same voxels). Returns (SeriesInstanceUID,
+    slope): the stored values are round(value / slope), so the read-back differs by at most
+    slope / 2."""
+    from pydicom.uid import generate_uid
+
+    image = nib.load(nifti)
+    data = np.asarray(image.dataobj, dtype=np.float64)
+    lps = RAS_TO_LPS @ image.affine[:3]
+    slope = max(float(np.abs(data).max()), 1.0) / 32000.0
+    series = generate_uid()
+    first, second = (1, 0) if transposed else (0, 1)  # array axis along a row, down a column
+    along_row, along_column = lps[:, first], lps[:, second]
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(data.shape[2]):
+        plane = data[:, :, k] if transposed else data[:, :, k].T  # [rows, columns]
+        ds = _dicom_file(MR_IMAGE_STORAGE, generate_uid())
+        ds.PatientID, ds.Modality, ds.SeriesDescription = patient_id, "MR", description
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = frame_uid[:-2] + ".1", series
+        ds.FrameOfReferenceUID = frame_uid
+        ds.InstanceNumber = k + 1
+        cosines = [
+            *(along_row / np.linalg.norm(along_row)),
+            *(along_column / np.linalg.norm(along_column)),
+        ]
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in cosines]
+        ds.ImagePositionPatient = [f"{v:.5f}" for v in lps @ np.array([0.0, 0.0, k, 1.0])]
+        ds.PixelSpacing = [f"{np.linalg.norm(v):.8g}" for v in (along_column, along_row)]
+        ds.SliceThickness = f"{np.linalg.norm(lps[:, 2]):.8g}"
+        ds.Rows, ds.Columns = plane.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
+        slope = float(ds.RescaleSlope)
+        ds.PixelData = np.rint(plane / slope).astype("<i2").tobytes()
+        ds.save_as(folder / f"slice{k:03d}.bin", enforce_file_format=True)  # no .dcm on purpose
+    return series, slope
+
+
+def write_rtstruct(
+    mask_nifti: Path, path: Path, series_uid: str, frame_uid: str, roi_name: str, label: int = 1
+) -> None:
+    """A structure set whose ROI ``roi_name`` outlines ``label`` of ``mask_nifti`` slice by
+    slice (contours at the 0.5 level between voxel centres), referencing ``series_uid``."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+    from skimage import measure
+
+    image = nib.load(mask_nifti)
+    region = np.asarray(image.dataobj) == label
+    lps = RAS_TO_LPS @ image.affine[:3]
+    ds = _dicom_file(RT_STRUCTURE_SET_STORAGE, generate_uid())
+    ds.Modality, ds.StructureSetLabel = "RTSTRUCT", "tumour"
+    ds.SeriesInstanceUID = generate_uid()
+    referenced = Dataset()
+    referenced.SeriesInstanceUID = series_uid
+    study = Dataset()
+    study.RTReferencedSeriesSequence = Sequence([referenced])
+    frame = Dataset()
+    frame.FrameOfReferenceUID = frame_uid
+    frame.RTReferencedStudySequence = Sequence([study])
+    ds.ReferencedFrameOfReferenceSequence = Sequence([frame])
+    roi = Dataset()
+    roi.ROINumber, roi.ROIName, roi.ReferencedFrameOfReferenceUID = 1, roi_name, frame_uid
+    ds.StructureSetROISequence = Sequence([roi])
+    contours = []
+    for k in range(region.shape[2]):
+        padded = np.pad(region[:, :, k].astype(float), 1)
+        for line in measure.find_contours(padded, 0.5):
+            ij = line - 1.0  # back to the unpadded voxel indices
+            points = np.column_stack([ij, np.full(len(ij), k), np.ones(len(ij))]) @ lps.T
+            contour = Dataset()
+            contour.ContourGeometricType = "CLOSED_PLANAR"
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourData = [f"{v:.6f}" for v in points.ravel()]
+            contours.append(contour)
+    outline = Dataset()
+    outline.ReferencedROINumber = 1
+    outline.ContourSequence = Sequence(contours)
+    ds.ROIContourSequence = Sequence([outline])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)

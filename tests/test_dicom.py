@@ -91,3 +91,119 @@ def test_a_corrupt_file_or_a_missing_slice_is_named_and_nothing_is_written(share
     with pytest.raises(TclError, match="patient P1, t1c .* 34 slices are not evenly spaced"):
         import_dicom(source, out, series=[SERIES])
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+@pytest.fixture(scope="module")
+def round_trip(tmp_path_factory):
+    """Three synthetic patients (64 × 56 × 12 voxels) written as DICOM, three MR series each
+    (ADC with rows and columns swapped: another matrix and orientation) and a structure set
+    outlining the tumour on T1C, then imported back; beside the NIfTI they came from."""
+    from conftest import write_dicom_series, write_rtstruct
+    from pydicom.uid import generate_uid
+
+    from tcl.data import synth
+
+    root = tmp_path_factory.mktemp("dicom-round-trip")
+    manifest = synth.synthesize_cohort(
+        root / "nifti", 3, seed=3, shape=(64, 56, 12), workers=1, progress=False
+    )
+    table = pd.read_csv(manifest, dtype={"patient_id": str})
+    slopes = {}
+    for row in table.itertuples():
+        frame = generate_uid()
+        folder = root / "dicom" / row.patient_id / "study"
+        for sequence, description in (("t1c", "T1 POST GD"), ("flairc", "FLAIR POST"),
+                                      ("adc", "ADC map")):  # fmt: skip
+            uid, slopes[row.patient_id, sequence] = write_dicom_series(
+                manifest.parent / getattr(row, sequence),
+                folder / sequence,
+                description,
+                row.patient_id,
+                frame,
+                transposed=sequence == "adc",
+            )
+            if sequence == "t1c":
+                write_rtstruct(
+                    manifest.parent / row.mask, folder / "rs" / "RS", uid, frame, "GTV tumour"
+                )
+    labels = table[["patient_id", "who_grade", "invasion"]]
+    labels.to_csv(root / "labels.csv", index=False)
+    imported = import_dicom(
+        root / "dicom",
+        root / "imported",
+        series=["t1c=*t1*", "flairc=*flair*", "adc=adc*"],
+        roi="gtv*",
+        labels=root / "labels.csv",
+        workers=1,
+    )
+    return manifest, root / "imported" / "manifest.csv", imported, slopes
+
+
+def test_the_dicom_route_equals_the_nifti_route_up_to_integer_storage(round_trip):
+    """Geometry to 0.01 mm and voxels within half the rescale slope (the stored int16 is
+    round(value / slope)); the tumour mask back from its contours with a Dice ≥ 0.95."""
+    manifest, imported_manifest, imported, slopes = round_trip
+    original = pd.read_csv(manifest, dtype={"patient_id": str}).set_index("patient_id")
+    assert list(imported.columns[:7]) == ["patient_id", "who_grade", "invasion", "t1c",
+                                          "flairc", "adc", "mask"]  # fmt: skip
+    for row in imported.itertuples():
+        assert (row.who_grade, row.invasion) == tuple(
+            original.loc[row.patient_id, ["who_grade", "invasion"]]
+        )
+        for sequence in ("t1c", "flairc", "adc"):
+            ours, affine = _canonical(imported_manifest.parent / getattr(row, sequence))
+            theirs, their_affine = _canonical(
+                manifest.parent / original.loc[row.patient_id, sequence]
+            )
+            assert np.abs(affine - their_affine).max() < 0.01, (row.patient_id, sequence)
+            tolerance = slopes[row.patient_id, sequence] / 2 + 1e-6
+            assert np.abs(ours - theirs).max() <= tolerance, (row.patient_id, sequence)
+        mask, _ = _canonical(imported_manifest.parent / row.mask)
+        truth, _ = _canonical(manifest.parent / original.loc[row.patient_id, "mask"])
+        dice = 2 * np.sum((mask > 0) & (truth == 1)) / (np.sum(mask > 0) + np.sum(truth == 1))
+        assert dice >= 0.95, (row.patient_id, dice)
+
+
+def test_the_dicom_route_gives_the_same_cache_and_predictions(round_trip, tmp_path):
+    """Both manifests preprocessed at the smoke size: the same volumes within float16's step
+    (the int16 storage moves a voxel by at most slope / 2), and a fixed network's
+    probabilities within 1e-3."""
+    import torch
+
+    from tcl.config import get_profile
+    from tcl.data.preprocess import load_cache, preprocess_cohort
+    from tcl.train import build_model
+
+    manifest, imported_manifest, _, _ = round_trip
+    caches = []
+    for name, source in (("nifti", manifest), ("dicom", imported_manifest)):
+        table = pd.read_csv(source, dtype={"patient_id": str})
+        table["mask"] = ""  # the box from the tumour mask would differ by the contour's edge
+        box = {}
+        for row in pd.read_csv(manifest, dtype={"patient_id": str}).itertuples():
+            tumour = np.asarray(nib.load(manifest.parent / row.mask).dataobj) > 0
+            xs, ys, zs = np.nonzero(tumour)
+            box[row.patient_id] = (
+                xs.min(),
+                xs.max() + 1,
+                ys.min(),
+                ys.max() + 1,
+                zs.min(),
+                zs.max() + 1,
+            )
+        for column, k in zip(("x0", "x1", "y0", "y1", "z0", "z1"), range(6), strict=True):
+            table[column] = [box[p][k] for p in table.patient_id]
+        for column in ("t1c", "flairc", "adc"):
+            table[column] = [str(source.parent / p) for p in table[column]]
+        table.to_csv(tmp_path / f"{name}.csv", index=False)
+        cache = preprocess_cohort(tmp_path / f"{name}.csv", tmp_path / name, size=(16, 16, 8),
+                                  workers=1, progress=False)  # fmt: skip
+        caches.append(load_cache(cache.parent if cache.is_file() else cache))
+    nifti, dicom = (np.asarray(c.volumes, dtype=np.float32) for c in caches)
+    assert nifti.shape == dicom.shape
+    assert np.abs(nifti - dicom).max() <= 2e-3 * max(1.0, float(np.abs(nifti).max()))
+    torch.manual_seed(0)
+    model = build_model("proposed", get_profile("smoke"), torch.device("cpu")).eval()
+    with torch.no_grad():
+        p = [torch.softmax(model(torch.from_numpy(v))["grade"], dim=1) for v in (nifti, dicom)]
+    assert (p[0] - p[1]).abs().max() < 1e-3
