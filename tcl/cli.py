@@ -146,6 +146,13 @@ def _validate_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 0 although series seem misregistered (they are still listed)",
     )
+    parser.add_argument(
+        "--qc",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also write the QC page: a picture per patient and DIR/index.html",
+    )
     add_workers_and_quiet(parser)
 
 

@@ -506,6 +506,15 @@ def load_patient(
     return check.problems, images
 
 
+def examine_patient(
+    files: PatientFiles, alignment: bool = False
+) -> tuple[PatientCheck, PatientImages | None]:
+    """What checking one patient found and, when nothing stops it, its images (both halves of
+    :func:`load_patient` and :func:`inspect_patient`, for a caller that needs both: the QC
+    page)."""
+    return _load_patient(files, alignment)
+
+
 def inspect_patient(files: PatientFiles, alignment: bool = False) -> PatientCheck:
     """Problems, warnings and resampled files of one patient (``load_patient`` without the
     images, so that validation workers send back a few lines rather than volumes)."""

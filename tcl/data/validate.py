@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from tcl.data.manifest import PatientFiles, class_counts, has_labels, read_manifest, read_table
-from tcl.data.patients import REGISTER_HINT, inspect_patient
+from tcl.data.patients import REGISTER_HINT, PatientCheck, examine_patient, inspect_patient
+from tcl.data.qc import QcEntry, render, write_index
 from tcl.data.splits import (
     class_size_problems,
     distinct_training_sets,
@@ -61,17 +62,31 @@ def _draw_checks(path: Path, table: pd.DataFrame, draws: int) -> tuple[list[str]
     return problems, warnings
 
 
+def _inspect_with_picture(
+    files: PatientFiles, alignment: bool, qc_dir: Path
+) -> tuple[PatientCheck, str | None]:
+    """A validation worker that also draws the patient's QC picture (tcl.data.qc)."""
+    check, images = examine_patient(files, alignment)
+    if images is None:
+        return check, None
+    name = f"{files.patient_id}.png"
+    render(images, f"patient {files.patient_id}", qc_dir / name)
+    return check, name
+
+
 def check_cohort(
     path: str | os.PathLike,
     workers: int | None = 1,
     progress: bool = False,
     draws: int | None = None,
     alignment: bool = False,
+    qc_dir: str | os.PathLike | None = None,
 ) -> CohortReport:
     """Check a cohort: the manifest (see :func:`read_manifest`), every patient's files (see
     :func:`load_patient`) and, when ``draws`` is given, whether ``python -m tcl splits --draws
     DRAWS`` can split it (each class needs :data:`tcl.data.splits.MIN_PER_CLASS` patients).
     With ``alignment``, also whether FLAIR-C and ADC lie on the T1C anatomy (warnings).
+    With ``qc_dir``, also the QC page there (tcl.data.qc: a picture per patient, index.html).
     No problem means that preprocess and splits accept the cohort.
 
     A manifest without labels (patients to predict) is checked for everything else; the
@@ -85,10 +100,18 @@ def check_cohort(
         return report
     patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
     n_workers = default_workers(len(patients), workers)
-    inspect = partial(inspect_patient, alignment=alignment)
-    for check in map_patients(
+    if qc_dir is not None:
+        qc_dir = Path(qc_dir)
+        qc_dir.mkdir(parents=True, exist_ok=True)
+        inspect = partial(_inspect_with_picture, alignment=alignment, qc_dir=qc_dir)
+    else:
+        inspect = partial(inspect_patient, alignment=alignment)
+    entries = []
+    for found in map_patients(
         inspect, patients, workers=n_workers, progress=progress, desc="validate"
     ):
+        check, picture = found if qc_dir is not None else (found, None)
+        entries.append(QcEntry(check.patient_id, picture, check.problems, check.warnings))
         report.problems.extend(check.problems)
         report.warnings.extend(
             w.replace(REGISTER_HINT, f"python -m tcl register {path} --out FOLDER")
@@ -98,6 +121,8 @@ def check_cohort(
             report.resampled[check.patient_id] = check.resampled
         if check.misregistered:
             report.misregistered[check.patient_id] = check.misregistered
+    if qc_dir is not None:
+        write_index(qc_dir, entries, f"QC of {path}")
     if not report.labelled:
         return report
     labels_ok = (table["who_grade"] > 0).all() and (table["invasion"] >= 0).all()
@@ -127,6 +152,7 @@ def main(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         draws=args.draws,
         alignment=not args.no_alignment_check,
+        qc_dir=args.qc,
     )
     if report.resampled:
         print(
@@ -142,6 +168,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"  - {warning}")
     if args.no_alignment_check:
         print("alignment: not checked (--no-alignment-check)")
+    if args.qc is not None:
+        print(f"QC page: {Path(args.qc) / 'index.html'}")
     if report.problems:
         print(f"{len(report.problems)} problem(s) in {args.manifest}:")
         for problem in report.problems:

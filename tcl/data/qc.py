@@ -1,0 +1,118 @@
+"""The QC page of a cohort (``python -m tcl validate --qc DIR``): what a person looks at.
+
+One PNG per patient (``DIR/<patient_id>.png``): T1C, FLAIR-C and ADC at the central slice of
+the lesion, as the pipeline reads them (on the T1C grid, canonical orientation, the left of
+the patient on the right of the picture as radiologists show it), each windowed to its own 1st
+to 99th percentile, with the region of interest outlined (the mask's tumour in red and oedema
+in yellow, or the box). One ``DIR/index.html`` shows every patient as a thumbnail with its
+warnings and problems, flagged patients first. A patient that cannot be read has no picture,
+only its problems.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tcl.data.manifest import MODALITIES
+from tcl.data.patients import PatientImages
+
+TITLES = {"t1c": "T1C", "flairc": "FLAIR-C", "adc": "ADC"}
+
+
+def central_slice(images: PatientImages) -> int:
+    """The slice (last axis, canonical grid) at the middle of the tumour, or of the box."""
+    if images.mask is not None and (images.mask == 1).any():
+        slices = np.flatnonzero((images.mask == 1).any(axis=(0, 1)))
+    elif images.mask is not None and images.mask.any():
+        slices = np.flatnonzero(images.mask.any(axis=(0, 1)))
+    else:
+        slices = np.arange(images.roi[4], images.roi[5])
+    return int(slices[len(slices) // 2])
+
+
+def render(images: PatientImages, title: str, path: Path) -> None:
+    """Write the patient's QC picture to ``path`` (PNG, written under a temporary name)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    z = central_slice(images)
+    figure, axes = plt.subplots(1, 3, figsize=(9, 3.3), dpi=80)
+    for axis, k, modality in zip(axes, range(3), MODALITIES, strict=True):
+        plane = images.images[k][:, :, z].T  # rows: y (anterior up after the flip), columns: x
+        low, high = np.percentile(plane, [1, 99]) if plane.any() else (0.0, 1.0)
+        axis.imshow(plane, cmap="gray", vmin=low, vmax=max(high, low + 1e-6), origin="lower")
+        axis.invert_xaxis()  # radiological convention: the patient's left on the right
+        if images.mask is not None:
+            mask = images.mask[:, :, z].T
+            for label, colour in ((1, "red"), (2, "yellow")):
+                if (mask == label).any():
+                    axis.contour(mask == label, levels=[0.5], colors=colour, linewidths=0.8)
+        else:
+            x0, x1, y0, y1, _, _ = images.roi
+            axis.add_patch(
+                Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="red", lw=0.8)
+            )
+        axis.set_title(TITLES[modality], fontsize=9)
+        axis.axis("off")
+    figure.suptitle(f"{title} · slice {z}", fontsize=9)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        figure.savefig(tmp)
+        os.replace(tmp, path)
+    finally:
+        plt.close(figure)
+        tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class QcEntry:
+    """One patient on the QC page."""
+
+    patient_id: str
+    picture: str | None  # file name inside the QC folder, None when the patient has none
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> bool:
+        return bool(self.problems or self.warnings)
+
+
+def write_index(folder: Path, entries: list[QcEntry], title: str) -> Path:
+    """``folder/index.html``: a thumbnail per patient, flagged ones first (problems before
+    warnings), each with its lines."""
+    order = sorted(entries, key=lambda e: (not e.problems, not e.warnings))
+    flagged = sum(e.flagged for e in entries)
+    parts = [
+        "<!doctype html><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif} figure{display:inline-block;margin:6px;"
+        "vertical-align:top;width:380px} img{width:372px;border:1px solid #ccc} "
+        ".problem{color:#b00} .warning{color:#a60} figcaption{font-size:12px}</style>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(entries)} patients, {flagged} flagged (shown first).</p>",
+    ]
+    for entry in order:
+        caption = [f"<b>{html.escape(entry.patient_id)}</b>"]
+        caption += [f"<div class='problem'>{html.escape(p)}</div>" for p in entry.problems]
+        caption += [f"<div class='warning'>{html.escape(w)}</div>" for w in entry.warnings]
+        picture = (
+            f"<a href='{html.escape(entry.picture)}'><img src='{html.escape(entry.picture)}'></a>"
+            if entry.picture
+            else "<div class='problem'>(no picture: the patient could not be read)</div>"
+        )
+        parts.append(f"<figure>{picture}<figcaption>{''.join(caption)}</figcaption></figure>")
+    path = folder / "index.html"
+    tmp = folder / ".index.html.tmp"
+    tmp.write_text("\n".join(parts), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
