@@ -235,3 +235,41 @@ def write_rtstruct(
     ds.ROIContourSequence = Sequence([outline])
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+
+
+def write_seg(mask_nifti: Path, path: Path, series_uid: str, label: str, value: int = 1) -> None:
+    """A binary DICOM SEG of ``value`` in ``mask_nifti``, one frame per slice that holds it,
+    on the grid of a series written by :func:`write_dicom_series` (not transposed)."""
+    from pydicom.dataset import Dataset
+    from pydicom.pixels import pack_bits
+    from pydicom.sequence import Sequence
+    from pydicom.uid import generate_uid
+
+    image = nib.load(mask_nifti)
+    region = np.asarray(image.dataobj) == value
+    lps = RAS_TO_LPS @ image.affine[:3]
+    ds = _dicom_file("1.2.840.10008.5.1.4.1.1.66.4", generate_uid())
+    ds.Modality, ds.SegmentationType, ds.SeriesInstanceUID = "SEG", "BINARY", generate_uid()
+    referenced = Dataset()
+    referenced.SeriesInstanceUID = series_uid
+    ds.ReferencedSeriesSequence = Sequence([referenced])
+    segment = Dataset()
+    segment.SegmentNumber, segment.SegmentLabel = 1, label
+    ds.SegmentSequence = Sequence([segment])
+    slices = [k for k in range(region.shape[2]) if region[:, :, k].any()]
+    groups = []
+    for k in slices:
+        group, position, identification = Dataset(), Dataset(), Dataset()
+        position.ImagePositionPatient = [f"{v:.5f}" for v in lps @ np.array([0.0, 0.0, k, 1.0])]
+        identification.ReferencedSegmentNumber = 1
+        group.PlanePositionSequence = Sequence([position])
+        group.SegmentIdentificationSequence = Sequence([identification])
+        groups.append(group)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(groups)
+    frames = np.stack([region[:, :, k].T for k in slices]).astype(np.uint8)
+    ds.NumberOfFrames, (ds.Rows, ds.Columns) = len(slices), frames.shape[1:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+    ds.PixelData = pack_bits(frames.ravel())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)

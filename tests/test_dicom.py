@@ -207,3 +207,27 @@ def test_the_dicom_route_gives_the_same_cache_and_predictions(round_trip, tmp_pa
     with torch.no_grad():
         p = [torch.softmax(model(torch.from_numpy(v))["grade"], dim=1) for v in (nifti, dicom)]
     assert (p[0] - p[1]).abs().max() < 1e-3
+
+
+def test_a_dicom_seg_gives_the_mask_as_a_structure_set_does(tmp_path):
+    """The tumour as a binary DICOM SEG on the T1C series instead of contours: the same mask."""
+    from conftest import write_dicom_series, write_seg
+    from pydicom.uid import generate_uid
+
+    from tcl.data import synth
+
+    manifest = synth.synthesize_cohort(
+        tmp_path / "nifti", 3, seed=4, shape=(48, 40, 10), workers=1, progress=False
+    )
+    row = next(pd.read_csv(manifest, dtype={"patient_id": str}).itertuples())
+    folder = tmp_path / "dicom" / row.patient_id
+    uid, _ = write_dicom_series(
+        manifest.parent / row.t1c, folder / "t1", "T1 POST", row.patient_id, generate_uid()
+    )
+    write_seg(manifest.parent / row.mask, folder / "seg" / "SEG", uid, "Tumour (GTV)")
+    imported = import_dicom(
+        tmp_path / "dicom", tmp_path / "out", series=["t1c=t1*"], roi="tumour*", workers=1
+    )
+    mask, affine = _canonical(tmp_path / "out" / imported.loc[0, "mask"])
+    truth, their_affine = _canonical(manifest.parent / row.mask)
+    assert np.array_equal(mask > 0, truth == 1) and np.abs(affine - their_affine).max() < 0.01

@@ -11,7 +11,8 @@ description, modality, matrix, spacing, number of files) and writes that table t
 series are written as ``DIR/images/<patient>/<sequence>.nii.gz`` with their true geometry, and
 ``DIR/manifest.csv`` names them: the manifest every other verb reads. ``--roi PATTERN``
 rasterises the structure-set contours whose ROI name matches into ``mask.nii.gz`` (label 1), on
-the grid of the series the structure set references; a patient without contours gets no mask
+the grid of the series the structure set references, or takes the frames of a DICOM SEG whose
+segment label matches (frames on that series' grid); a patient without contours gets no mask
 (a box can be added to the manifest later). ``--labels CSV`` joins who_grade and invasion (and
 any other manifest column) by patient_id; without it the label columns are empty, as ``predict``
 accepts.
@@ -79,6 +80,7 @@ class PatientDicom:
     patient_id: str
     series: dict[str, Series] = field(default_factory=dict)  # SeriesInstanceUID → series
     structure_sets: list[Path] = field(default_factory=list)
+    segmentations: list[Path] = field(default_factory=list)  # DICOM SEG
 
 
 def _is_dicom(path: Path) -> bool:
@@ -118,6 +120,9 @@ def scan_patient(folder: Path) -> PatientDicom:
                 )
             if modality == "RTSTRUCT":
                 found.structure_sets.append(path)
+                continue
+            if modality == "SEG":
+                found.segmentations.append(path)
                 continue
             uid = str(getattr(header, "SeriesInstanceUID", ""))
             if not uid or not hasattr(header, "ImagePositionPatient"):
@@ -268,16 +273,57 @@ def rasterise(structure_set: Path, pattern: str, image, what: str) -> np.ndarray
     return mask.astype(np.uint8)
 
 
-def referenced_series(structure_set: Path) -> str | None:
-    """The SeriesInstanceUID of the image series a structure set was drawn on."""
+def referenced_series(path: Path) -> str | None:
+    """The SeriesInstanceUID of the image series a structure set or a SEG was drawn on."""
     import pydicom
 
-    header = pydicom.dcmread(structure_set, stop_before_pixels=True)
-    for frame in getattr(header, "ReferencedFrameOfReferenceSequence", []):
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    for series in getattr(header, "ReferencedSeriesSequence", []):  # SEG
+        return str(series.SeriesInstanceUID)
+    for frame in getattr(header, "ReferencedFrameOfReferenceSequence", []):  # RTSTRUCT
         for study in getattr(frame, "RTReferencedStudySequence", []):
             for series in getattr(study, "RTReferencedSeriesSequence", []):
                 return str(series.SeriesInstanceUID)
     return None
+
+
+def segmentation(path: Path, pattern: str, image, what: str) -> np.ndarray | None:
+    """The frames of a DICOM SEG whose segment label matches ``pattern``, placed on
+    ``image``'s grid by their ImagePositionPatient: uint8 [Z, Y, X], 1 inside; None if no
+    segment matches. The frames must share the image's rows, columns and orientation."""
+    import pydicom
+
+    try:
+        seg = pydicom.dcmread(path)
+        frames = seg.pixel_array
+    except Exception as error:
+        raise TclError(f"{what}: cannot read DICOM SEG {path}: {error}") from None
+    frames = frames.reshape(-1, *frames.shape[-2:])
+    labels = {int(s.SegmentNumber): str(s.SegmentLabel) for s in seg.SegmentSequence}
+    wanted = {n for n, name in labels.items() if fnmatch.fnmatch(name.lower(), pattern.lower())}
+    if not wanted:
+        return None
+    size = image.GetSize()
+    if frames.shape[1:] != (size[1], size[0]):
+        raise TclError(
+            f"{what}: DICOM SEG {path} has frames of {frames.shape[2]}x{frames.shape[1]}, "
+            f"its series {size[0]}x{size[1]}"
+        )
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    to_index = np.linalg.inv(direction * np.asarray(image.GetSpacing()))
+    origin = np.asarray(image.GetOrigin())
+    mask = np.zeros(size[::-1], dtype=np.uint8)
+    for frame, groups in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        number = int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        if number not in wanted:
+            continue
+        position = np.asarray(groups.PlanePositionSequence[0].ImagePositionPatient, float)
+        x, y, z = (position - origin) @ to_index.T
+        if abs(x) > 0.01 or abs(y) > 0.01 or abs(z - round(z)) > 0.01:
+            raise TclError(f"{what}: a frame of DICOM SEG {path} is not on its series' grid")
+        if 0 <= round(z) < size[2]:
+            mask[int(round(z))] |= (frame > 0).astype(np.uint8)
+    return mask
 
 
 @dataclass(frozen=True)
@@ -305,14 +351,16 @@ def import_patient(job: Job) -> dict[str, str]:
         row[sequence] = f"images/{pid}/{sequence}.nii.gz"
         images[series.uid] = image
     if job.roi is not None:
-        for structure_set in patient.structure_sets:
-            uid = referenced_series(structure_set)
+        outlines = [(p, rasterise) for p in patient.structure_sets]
+        outlines += [(p, segmentation) for p in patient.segmentations]
+        for outline, read in outlines:
+            uid = referenced_series(outline)
             grid = images.get(uid) if uid else None
             if grid is None and uid in patient.series:
                 grid = read_series(patient.series[uid], f"patient {pid}, the contoured series")
             if grid is None:
                 continue
-            mask = rasterise(structure_set, job.roi, grid, f"patient {pid}")
+            mask = read(outline, job.roi, grid, f"patient {pid}")
             if mask is None or not mask.any():
                 continue
             written = sitk.GetImageFromArray(mask)
