@@ -153,6 +153,9 @@ def _validate_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="also write the QC page: a picture per patient and DIR/index.html",
     )
+    parser.add_argument(
+        "--verbose", action="store_true", help="every warning in full, one line each"
+    )
     add_workers_and_quiet(parser)
 
 

@@ -362,3 +362,23 @@ def test_t1c_and_flairc_swapped_are_flagged_by_patient(tiny_cohort):
     flagged = [w for w in check_cohort(tiny_cohort).warnings if "are t1c and flairc swapped" in w]
     assert [w.split(",")[0] for w in flagged] == [f"patient P00{i}" for i in range(1, 5)]
     assert "flairc.nii.gz (1.00×)" not in flagged[0] and "×) than on flairc" in flagged[0]
+
+
+def test_warnings_are_one_line_per_patient_with_file_names_and_counted():
+    from tcl.data.validate import warning_lines
+
+    warnings = [
+        "patient P1, adc: /a/long/path/P1/adc.nii.gz covers only 50% of the ROI; the rest is 0",
+        "patient P2, t1c: /x/P2/t1c.nii.gz is all zero inside the ROI (12 voxels)",
+        "patient P1, flairc: /a/long/path/P1/flairc.nii.gz is constant (3) inside the ROI",
+        "/data/manifest.csv: only 8 different training set(s), fewer than the 9 draws",
+    ]
+    lines = warning_lines(warnings)
+    assert lines == [
+        "patient P1: adc: adc.nii.gz covers only 50% of the ROI; the rest is 0; flairc: "
+        "flairc.nii.gz is constant (3) inside the ROI",
+        "patient P2: t1c: t1c.nii.gz is all zero inside the ROI (12 voxels)",
+        "/data/manifest.csv: only 8 different training set(s), fewer than the 9 draws",
+    ]
+    long = warning_lines([f"patient P3, adc: {'x' * 400}"])[0]
+    assert len(long) == 240 and long.endswith("…")

@@ -174,7 +174,7 @@ def test_validate_warns_about_zero_constant_clipped_and_partly_covered_sequences
     write_nifti(root / "P003" / "t1c.nii.gz", twelve_bit)
     adc = tiny_images(3, (8, 20, 8, 20))["adc"]
     write_nifti(root / "P004" / "adc.nii.gz", adc[:, :, :4])  # slices 0..3; tumour 1..6
-    status = main(["validate", str(manifest), "--quiet"])
+    status = main(["validate", str(manifest), "--quiet", "--verbose"])
     out = capsys.readouterr().out
     assert status == 0, out
     warnings = [line for line in out.splitlines() if line.startswith("  - ")]

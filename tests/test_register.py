@@ -138,7 +138,7 @@ def test_misregistration_is_flagged_with_patient_sequence_offset_and_fix(cohort,
     move_header(moved / table.loc[2, "flairc"], displacement)
 
     # misregistration stops validate (and so make all DATA=...) unless the user accepts it
-    assert main(["validate", str(moved / "manifest.csv"), "--quiet"]) == 1
+    assert main(["validate", str(moved / "manifest.csv"), "--quiet", "--verbose"]) == 1
     out = capsys.readouterr().out
     flagged = [line for line in out.splitlines() if "seems misregistered" in line]
     assert len(flagged) == 1, out
@@ -175,7 +175,7 @@ def test_a_mask_drawn_on_a_misregistered_series_is_named_and_moves_with_it(
         "patient_id,t1c,flairc,adc,mask\n"
         f"{row['patient_id']},t1c.nii.gz,flairc.nii.gz,adc.nii.gz,mask.nii.gz\n"
     )
-    assert main(["validate", str(manifest), "--quiet"]) == 1  # misregistered: stops make
+    assert main(["validate", str(manifest), "--quiet", "--verbose"]) == 1  # stops make
     out = capsys.readouterr().out
     assert (
         f"patient {row['patient_id']}, mask: {folder / 'mask.nii.gz'} is on the grid of flairc"
@@ -404,7 +404,7 @@ def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsy
         f"TCGA-FG-6692,{real / 't1c.nii.gz'},{real / 'flair.nii.gz'},{real / 't2.nii.gz'},,"
         f"{x0},{x1},{y0},{y1},{z0},{z1}\n"
     )
-    assert main(["validate", str(manifest), "--quiet"]) == 1
+    assert main(["validate", str(manifest), "--quiet", "--verbose"]) == 1
     out = capsys.readouterr().out
     flagged = [line for line in out.splitlines() if "seems misregistered" in line]
     assert [line.split(":")[0].strip(" -") for line in flagged] == [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -72,6 +73,32 @@ def _inspect_with_picture(
     name = f"{files.patient_id}.png"
     render(images, f"patient {files.patient_id}", qc_dir / name)
     return check, name
+
+
+LINE_WIDTH = 240  # characters of a patient's warning line before it is cut
+
+
+def _patient_of(warning: str) -> str:
+    """``patient X`` of a warning that starts so, else the whole first clause (a table-wide
+    warning)."""
+    head = warning.split(":", 1)[0]
+    return head.split(",", 1)[0] if head.startswith("patient ") else head
+
+
+def warning_lines(warnings: list[str]) -> list[str]:
+    """The warnings as one line per patient, in order: each warning without its ``patient X,``
+    prefix and with every path cut to its file name, joined by ``; `` and cut at LINE_WIDTH."""
+    grouped: dict[str, list[str]] = {}
+    for warning in warnings:
+        who = _patient_of(warning)
+        rest = warning[len(who) :].lstrip(",: ") if warning.startswith(who) else warning
+        rest = re.sub(r"(?:[^\s`'\"()]*/)+([^\s/`'\"()]+)", r"\1", rest)
+        grouped.setdefault(who, []).append(rest)
+    lines = []
+    for who, parts in grouped.items():
+        line = f"{who}: " + "; ".join(parts)
+        lines.append(line if len(line) <= LINE_WIDTH else line[: LINE_WIDTH - 1] + "…")
+    return lines
 
 
 def check_cohort(
@@ -163,9 +190,13 @@ def main(args: argparse.Namespace) -> int:
             for name, how in files.items():
                 print(f"  - patient {pid}, {name}: {how}")
     if report.warnings:
-        print(f"{len(report.warnings)} warning(s):")
-        for warning in report.warnings:
-            print(f"  - {warning}")
+        lines = report.warnings if args.verbose else warning_lines(report.warnings)
+        patients = len({_patient_of(w) for w in report.warnings})
+        print(f"{len(report.warnings)} warning(s), {patients} patient(s) or table-wide:")
+        for line in lines:
+            print(f"  - {line}")
+        if not args.verbose and lines != report.warnings:
+            print("  (a line per patient, paths cut to file names; --verbose: each in full)")
     if args.no_alignment_check:
         print("alignment: not checked (--no-alignment-check)")
     if args.qc is not None:
