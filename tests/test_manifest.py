@@ -382,3 +382,5 @@ def test_warnings_are_one_line_per_patient_with_file_names_and_counted():
     ]
     long = warning_lines([f"patient P3, adc: {'x' * 400}"])[0]
     assert len(long) == 240 and long.endswith("…")
+    table_wide = f"/{'d' * 200}/manifest.csv: only 8 different training set(s), fewer than …"
+    assert warning_lines([table_wide]) == [table_wide]  # whole, path and all

@@ -87,7 +87,8 @@ def _patient_of(warning: str) -> str:
 
 def warning_lines(warnings: list[str]) -> list[str]:
     """The warnings as one line per patient, in order: each warning without its ``patient X,``
-    prefix and with every path cut to its file name, joined by ``; `` and cut at LINE_WIDTH."""
+    prefix and with every path cut to its file name, joined by ``; `` and cut at LINE_WIDTH.
+    A table-wide warning (not about one patient) keeps its own line, whole."""
     grouped: dict[str, list[str]] = {}
     for warning in warnings:
         who = _patient_of(warning)
@@ -97,7 +98,9 @@ def warning_lines(warnings: list[str]) -> list[str]:
     lines = []
     for who, parts in grouped.items():
         line = f"{who}: " + "; ".join(parts)
-        lines.append(line if len(line) <= LINE_WIDTH else line[: LINE_WIDTH - 1] + "…")
+        if who.startswith("patient ") and len(line) > LINE_WIDTH:  # a table-wide one stays whole
+            line = line[: LINE_WIDTH - 1] + "…"
+        lines.append(line)
     return lines
 
 
