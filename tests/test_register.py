@@ -264,7 +264,7 @@ def test_register_aligns_the_cohort_and_the_cache_follows(cohort, tmp_path):
             assert r >= 0.95, f"{name} of patient {patient}: correlation {r:.3f}"
 
 
-def test_register_refuses_bad_input_and_writes_nothing(cohort, tmp_path):
+def test_register_refuses_bad_input_and_writes_nothing(cohort, tmp_path, monkeypatch):
     table = pd.read_csv(cohort).head(2)
     bad = table[["patient_id", "who_grade", "invasion", "t1c", "flairc", "adc", "mask"]].copy()
     for column in ("t1c", "flairc", "adc", "mask"):
@@ -279,14 +279,33 @@ def test_register_refuses_bad_input_and_writes_nothing(cohort, tmp_path):
         register_cohort(tmp_path / "bad.csv", out, workers=1)
     assert main(["register", str(tmp_path / "bad.csv"), "--out", str(out), "--quiet"]) == 2
 
-    # a corrupt file, found after the first patient was registered: still nothing written
+    # a corrupt file: found before any registration, nothing written
     (tmp_path / "corrupt_adc.nii.gz").write_bytes(b"not a NIfTI file")
     bad.loc[1, "adc"] = str(tmp_path / "corrupt_adc.nii.gz")
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(TclError, match=f"patient {pid}, adc: cannot read NIfTI file .*corrupt"):
+    with pytest.raises(TclError, match=f"nothing registered(?s:.*)patient {pid}, adc: cannot read"):
         register_cohort(tmp_path / "bad.csv", out, workers=1)
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+    # a failure after the first patient was registered (here a registration that breaks):
+    # still nothing written
+    bad.loc[1, "adc"] = str(cohort.parent / table.loc[1, "adc"])
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    calls = []
+
+    def breaks_second_patient(fixed, moving, settings):
+        calls.append(1)
+        if len(calls) > 2:  # two series of the first patient went through
+            raise TclError("registration failed")
+        return register_rigid(fixed, moving, settings)
+
+    monkeypatch.setattr("tcl.data.coregister.register_rigid", breaks_second_patient)
+    with pytest.raises(TclError, match=f"patient {pid}, flairc: registration failed"):
+        register_cohort(tmp_path / "bad.csv", out, workers=1)
+    assert len(calls) == 3 and not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+    monkeypatch.undo()
 
     # an all-zero T1C (a failed export): named, no SimpleITK traceback ("Total Mass of the
     # image was zero" before), nothing written
@@ -295,7 +314,7 @@ def test_register_refuses_bad_input_and_writes_nothing(cohort, tmp_path):
     bad.loc[1, "adc"] = str(cohort.parent / table.loc[1, "adc"])
     bad.loc[1, "t1c"] = str(tmp_path / "z.nii.gz")
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(TclError, match=f"patient {pid}, t1c: every voxel of .*z.nii.gz is 0"):
+    with pytest.raises(TclError, match=f"nothing registered(?s:.*)patient {pid}, t1c: every voxel"):
         register_cohort(tmp_path / "bad.csv", out, workers=1)
     assert not out.exists()
 
@@ -306,14 +325,14 @@ def test_register_refuses_bad_input_and_writes_nothing(cohort, tmp_path):
     boxed.loc[1, ["x0", "x1"]] = [500, 520]
     boxed.to_csv(tmp_path / "boxed.csv", index=False)
     with pytest.raises(
-        TclError, match=f"unusable region(?s:.*)patient {pid}: bbox x 500..520, .* is outside"
+        TclError, match=f"nothing registered(?s:.*)patient {pid}: bbox x 500..520, .* is outside"
     ):
         register_cohort(tmp_path / "boxed.csv", out, workers=1)
     zero = nib.load(bad.loc[1, "mask"])
     nib.save(nib.Nifti1Image(np.zeros(zero.shape, np.uint8), zero.affine), tmp_path / "m.nii.gz")
     bad.loc[1, "mask"] = str(tmp_path / "m.nii.gz")
     bad.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(TclError, match=f"unusable region(?s:.*)patient {pid}, mask: empty ROI"):
+    with pytest.raises(TclError, match=f"nothing registered(?s:.*)patient {pid}, mask: empty ROI"):
         register_cohort(tmp_path / "bad.csv", out, workers=1)
     assert not out.exists()
 

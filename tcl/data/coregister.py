@@ -188,6 +188,25 @@ def _output_manifest(manifest: Path, table: pd.DataFrame, results: list[SeriesRe
     return raw, separator
 
 
+def _series_problems(files: PatientFiles) -> list[str]:
+    """What stops a patient before any registration: a series of one value or with NaN (an
+    all-zero T1C would stop SimpleITK mid-cohort), two sequences that are one file or hold the
+    same voxels, and what is wrong with its region (:func:`_roi_problems`)."""
+    pid = files.patient_id
+    volumes, problems = {}, []
+    for name, path in files.paths.items():
+        try:
+            volumes[name] = load_volume(path, what=f"patient {pid}, {name}", canonical=False)
+        except TclError as error:
+            problems.append(str(error))
+            continue
+        problem = degenerate_problem(volumes[name], pid, name, path)
+        if problem:
+            problems.append(problem)
+    problems += duplicate_problems(volumes, files.paths, pid)
+    return problems + _roi_problems(files)
+
+
 def _roi_problems(files: PatientFiles) -> list[str]:
     """What is wrong with a patient's region of interest, read cheaply before registering: a
     bbox outside T1C (its header), a mask without a voxel > 0."""
@@ -231,10 +250,10 @@ def register_cohort(
     if missing:  # before hours of work, not after
         listed = "\n".join(f"  - {line}" for line in missing)
         raise TclError(f"{len(missing)} missing file(s) in {manifest}:\n{listed}")
-    unusable = [problem for files in patients for problem in _roi_problems(files)]
-    if unusable:  # the offsets are measured at the region's centre: it must be in the image
+    unusable = [problem for files in patients for problem in _series_problems(files)]
+    if unusable:  # before any registration (which measures offsets at the region's centre)
         listed = "\n".join(f"  - {line}" for line in unusable)
-        raise TclError(f"{len(unusable)} unusable region(s) in {manifest}:\n{listed}")
+        raise TclError(f"{len(unusable)} problem(s) in {manifest}, nothing registered:\n{listed}")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     start = time.perf_counter()
