@@ -93,6 +93,17 @@ def _merge_manifest(parser: argparse.ArgumentParser, args: argparse.Namespace) -
     del args.manifest_argument
 
 
+def add_qc_option(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """``--qc DIR``: the QC page (tcl.data.qc)."""
+    parser.add_argument(
+        "--qc",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"also write the QC page: a picture per patient and DIR/index.html{what}",
+    )
+
+
 def add_alignment_option(parser: argparse.ArgumentParser) -> None:
     """``--no-alignment-check``, for the verbs that read patients with the check on."""
     parser.add_argument(
@@ -146,13 +157,7 @@ def _validate_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="exit 0 although series seem misregistered (they are still listed)",
     )
-    parser.add_argument(
-        "--qc",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="also write the QC page: a picture per patient and DIR/index.html",
-    )
+    add_qc_option(parser)
     parser.add_argument(
         "--verbose", action="store_true", help="every warning in full, one line each"
     )
@@ -162,6 +167,7 @@ def _validate_options(parser: argparse.ArgumentParser) -> None:
 def _register_options(parser: argparse.ArgumentParser) -> None:
     add_manifest_argument(parser)
     parser.add_argument("--out", type=Path, required=True, help="new folder to write")
+    add_qc_option(parser, " (DIR/before/ and DIR/after/)")
     add_workers_and_quiet(parser)
 
 
@@ -325,6 +331,7 @@ def _import_dicom_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--labels", type=Path, default=None, help="CSV with patient_id, who_grade, invasion"
     )
+    add_qc_option(parser, " of the imported patients (with --series)")
     add_workers_and_quiet(parser)
 
 

@@ -231,3 +231,16 @@ def test_a_dicom_seg_gives_the_mask_as_a_structure_set_does(tmp_path):
     mask, affine = _canonical(tmp_path / "out" / imported.loc[0, "mask"])
     truth, their_affine = _canonical(manifest.parent / row.mask)
     assert np.array_equal(mask > 0, truth == 1) and np.abs(affine - their_affine).max() < 0.01
+
+
+def test_import_dicom_draws_the_qc_page_of_what_it_imported(round_trip, tmp_path, capsys):
+    manifest = round_trip[0]
+    dicom = manifest.parent.parent / "dicom"
+    qc = tmp_path / "qc"
+    command = ["import-dicom", str(dicom), "--out", str(tmp_path / "out"), "--series",
+               "t1c=*t1*", "--series", "flairc=*flair*", "--series", "adc=adc*",
+               "--roi", "gtv*", "--qc", str(qc), "--quiet", "--workers", "1"]  # fmt: skip
+    assert main(command) == 0
+    assert f"QC page: {qc / 'index.html'}" in capsys.readouterr().out
+    pictures = sorted(p.name for p in qc.glob("*.png"))
+    assert pictures == [f"{pid}.png" for pid in round_trip[2].patient_id]

@@ -430,7 +430,12 @@ def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsy
         "patient TCGA-FG-6692, flairc",
         "patient TCGA-FG-6692, adc",
     ], out
-    assert main(["register", str(manifest), "--out", str(tmp_path / "registered"), "--quiet"]) == 0
+    qc = tmp_path / "qc"
+    registered = ["register", str(manifest), "--out", str(tmp_path / "registered"), "--quiet"]
+    assert main([*registered, "--qc", str(qc)]) == 0
+    for stage in ("before", "after"):  # the page to look at, before and after
+        assert (qc / stage / "TCGA-FG-6692.png").read_bytes()[:4] == b"\x89PNG"
+        assert "TCGA-FG-6692" in (qc / stage / "index.html").read_text()
     assert main(["validate", str(tmp_path / "registered" / "manifest.csv"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "misregistered" not in out and "OK: 1 patients, no labels" in out

@@ -37,6 +37,7 @@ import pandas as pd
 from tcl.data.manifest import PatientFiles, find_separator, read_csv_text_ids, read_manifest
 from tcl.data.nifti import load_volume
 from tcl.data.patients import bbox_problem, degenerate_problem, duplicate_problems, same_grid
+from tcl.data.qc import qc_page
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
 from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, available_cpus, exit_on_sigterm, provenance, write_text_atomic
@@ -326,4 +327,13 @@ def main(args: argparse.Namespace) -> int:
             f"{json.loads((args.out / 'register.json').read_text())['seconds']:.0f} s: "
             f"{args.out / 'manifest.csv'}"
         )
+    if args.qc is not None:  # the same patients before and after, as validate --qc draws them
+        for stage, manifest in (("before", args.manifest), ("after", args.out / "manifest.csv")):
+            page = qc_page(
+                manifest,
+                args.qc / stage,
+                f"QC {stage} registration: {manifest}",
+                workers=args.workers,
+            )
+            print(f"QC page, {stage}: {page}")
     return 0

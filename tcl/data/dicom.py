@@ -44,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from tcl.data.manifest import MODALITIES, unusable_id
+from tcl.data.qc import qc_page
 from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, provenance, write_text_atomic
 
@@ -470,6 +471,14 @@ def main(args: argparse.Namespace) -> int:
             print(result.drop(columns=["series_uid"]).to_string(index=False))
         print(f"\nwritten: {Path(args.out) / 'series.csv'}; choose with --series t1c=PATTERN …")
         return 0
+    if args.qc is not None:
+        missing = [m for m in MODALITIES if m not in _rules(args.series)]
+        if missing:  # the pipeline cannot read such patients, so neither can the page
+            print(f"QC page not written: no --series for {', '.join(missing)}")
+        else:
+            manifest = Path(args.out) / "manifest.csv"
+            page = qc_page(manifest, args.qc, f"QC of {manifest}", args.workers)
+            print(f"QC page: {page}")
     masks = int((result["mask"] != "").sum())
     print(
         f"{len(result)} patient(s) imported to {args.out}: manifest.csv, images/ "

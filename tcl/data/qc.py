@@ -14,12 +14,14 @@ from __future__ import annotations
 import html
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from tcl.data.manifest import MODALITIES
-from tcl.data.patients import PatientImages
+from tcl.data.manifest import MODALITIES, PatientFiles, read_manifest
+from tcl.data.patients import PatientImages, examine_patient
+from tcl.parallel import default_workers, map_patients
 
 TITLES = {"t1c": "T1C", "flairc": "FLAIR-C", "adc": "ADC"}
 
@@ -116,3 +118,38 @@ def write_index(folder: Path, entries: list[QcEntry], title: str) -> Path:
     tmp.write_text("\n".join(parts), encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _picture(files: PatientFiles, folder: Path) -> QcEntry:
+    """A QC worker: load one patient as the pipeline does and draw its picture."""
+    check, images = examine_patient(files)
+    picture = None
+    if images is not None:
+        picture = f"{files.patient_id}.png"
+        render(images, f"patient {files.patient_id}", folder / picture)
+    return QcEntry(files.patient_id, picture, check.problems, check.warnings)
+
+
+def qc_page(
+    manifest: str | os.PathLike,
+    folder: str | os.PathLike,
+    title: str,
+    workers: int | None = 1,
+    progress: bool = False,
+) -> Path:
+    """The QC page of every patient of ``manifest`` in ``folder`` (for ``register`` and
+    ``import-dicom``; ``validate`` draws its pictures while it checks). Returns index.html."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    table = read_manifest(manifest, require_labels=False)
+    patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
+    entries = list(
+        map_patients(
+            partial(_picture, folder=folder),
+            patients,
+            workers=default_workers(len(patients), workers),
+            progress=progress,
+            desc="qc",
+        )
+    )
+    return write_index(folder, entries, title)
