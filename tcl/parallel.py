@@ -6,8 +6,9 @@ import multiprocessing
 import os
 import signal
 import threading
+import traceback
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from typing import Any, TypeVar
 
 from tcl.utils import TclError, available_cpus
@@ -47,6 +48,24 @@ def _init_worker(parent: int, stop: Any) -> None:
     # one to clean up); a worker terminated by the pool must simply stop.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_watch_parent, args=(parent, stop), daemon=True).start()
+
+
+def _quiet_cancelled_future_race(args: threading.ExceptHookArgs) -> None:
+    """Hide one known race of CPython's ProcessPoolExecutor (3.11): when an interrupted run
+    cancels its futures and its workers exit, the executor's manager thread may still try to
+    mark a cancelled future as failed and dies with InvalidStateError, printing a traceback
+    after the one-line message of an interrupt. Nothing is lost: the run is already over.
+    Every other exception of any thread goes to the previous hook."""
+    frames = traceback.extract_tb(args.exc_traceback) if args.exc_traceback else []
+    if isinstance(args.exc_value, InvalidStateError) and any(
+        frame.filename.endswith(os.path.join("concurrent", "futures", "process.py"))
+        for frame in frames
+    ):
+        return
+    _previous_thread_hook(args)
+
+
+_previous_thread_hook = threading.excepthook
 
 
 def map_patients(
@@ -106,6 +125,7 @@ def map_patients(
             for future in pending:
                 future.cancel()
             if not finished:
+                threading.excepthook = _quiet_cancelled_future_race
                 stop.set()  # workers drop the patient in hand and exit
             pool.shutdown(wait=finished, cancel_futures=True)
     finally:
