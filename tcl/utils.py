@@ -6,6 +6,7 @@ import contextlib
 import os
 import platform
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +54,31 @@ def atomic_path(final: str | os.PathLike, suffix: str | None = None) -> Iterator
         os.replace(tmp_path, final)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def refuse_existing_folder(out: Path) -> None:
+    """TclError unless ``out`` is free: absent, or an empty folder (checked before any work)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TclError(f"--out {out} already exists and is not an empty folder; choose another")
+
+
+@contextlib.contextmanager
+def new_folder(out: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; it becomes ``out`` only on success, so a failed
+    or interrupted command leaves nothing there. ``out`` must be free
+    (:func:`refuse_existing_folder`); an empty folder there is replaced."""
+    out = Path(out)
+    refuse_existing_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield staging
+        if out.exists():
+            out.rmdir()  # empty (checked above); os.replace needs the name free
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise
 
 

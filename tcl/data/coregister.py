@@ -23,8 +23,6 @@ import argparse
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -40,7 +38,15 @@ from tcl.data.patients import bbox_problem, degenerate_problem, duplicate_proble
 from tcl.data.qc import qc_page
 from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
 from tcl.parallel import default_workers, map_patients
-from tcl.utils import TclError, available_cpus, exit_on_sigterm, provenance, write_text_atomic
+from tcl.utils import (
+    TclError,
+    available_cpus,
+    exit_on_sigterm,
+    new_folder,
+    provenance,
+    refuse_existing_folder,
+    write_text_atomic,
+)
 
 SEQUENCES = ("flairc", "adc")  # registered onto t1c
 REGISTRATION_COLUMNS = [
@@ -238,8 +244,7 @@ def register_cohort(
     registration table. ``out`` must not exist yet, or be an empty folder. On any error
     nothing is left in ``out``."""
     manifest, out = Path(manifest), Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TclError(f"--out {out} already exists and is not an empty folder; choose another")
+    refuse_existing_folder(out)
     table = read_manifest(manifest, require_labels=False)
     patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
     missing = [
@@ -255,10 +260,8 @@ def register_cohort(
     if unusable:  # before any registration (which measures offsets at the region's centre)
         listed = "\n".join(f"  - {line}" for line in unusable)
         raise TclError(f"{len(unusable)} problem(s) in {manifest}, nothing registered:\n{listed}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     start = time.perf_counter()
-    try:
+    with new_folder(out) as staging:
         n_workers = default_workers(len(patients), workers)
         threads = max(1, available_cpus() // n_workers)
         worker = partial(_register_job, staging=staging, settings=settings, threads=threads)
@@ -293,12 +296,6 @@ def register_cohort(
                 indent=1,
             ),
         )
-        if out.exists():
-            out.rmdir()  # empty (checked above); os.replace needs the name free
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return frame
 
 

@@ -35,8 +35,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,7 +44,7 @@ import pandas as pd
 from tcl.data.manifest import MODALITIES, unusable_id
 from tcl.data.qc import qc_page
 from tcl.parallel import default_workers, map_patients
-from tcl.utils import TclError, provenance, write_text_atomic
+from tcl.utils import TclError, new_folder, provenance, refuse_existing_folder, write_text_atomic
 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"  # Media Storage Directory Storage
 SPACING_TOLERANCE = 0.01  # relative: slices further from even than this mean a missing slice
@@ -398,8 +396,7 @@ def import_dicom(
     the manifest. ``out`` must not exist yet, or be an empty folder."""
     dicom_dir, out = Path(dicom_dir), Path(out)
     rules = _rules(series or [])
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise TclError(f"--out {out} already exists and is not an empty folder; choose another")
+    refuse_existing_folder(out)
     label_table = None
     if labels is not None:
         label_table = pd.read_csv(labels, dtype={"patient_id": str})
@@ -407,9 +404,7 @@ def import_dicom(
             raise TclError(f"--labels {labels}: no patient_id column")
     patients = scan(dicom_dir)
     table = series_table(patients)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with new_folder(out) as staging:
         table.to_csv(staging / "series.csv", index=False)
         result = table
         if rules:
@@ -446,12 +441,6 @@ def import_dicom(
                 {"dicom_dir": str(dicom_dir.resolve()), "rules": rules, "roi": roi, **provenance()}
             ).to_json(indent=1),
         )
-        if out.exists():
-            out.rmdir()
-        os.replace(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return result
 
 
