@@ -234,6 +234,13 @@ def read_series(series: Series, what: str):
     return sitk.Cast(image, sitk.sitkFloat32)
 
 
+def continuous_index(image, points: np.ndarray) -> np.ndarray:
+    """[N, 3] LPS points (mm) → [N, 3] continuous x, y, z voxel indices of ``image`` (SimpleITK)."""
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    to_index = np.linalg.inv(direction * np.asarray(image.GetSpacing()))
+    return (points - np.asarray(image.GetOrigin())) @ to_index.T
+
+
 def rasterise(structure_set: Path, pattern: str, image, what: str) -> np.ndarray | None:
     """The contours of the ROIs whose name matches ``pattern`` filled on ``image``'s grid:
     uint8 [Z, Y, X] (SimpleITK's array order), 1 inside; None if no ROI matches."""
@@ -253,15 +260,12 @@ def rasterise(structure_set: Path, pattern: str, image, what: str) -> np.ndarray
         return None
     size = image.GetSize()  # x, y, z
     mask = np.zeros(size[::-1], dtype=bool)
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    to_index = np.linalg.inv(direction * np.asarray(image.GetSpacing()))
-    origin = np.asarray(image.GetOrigin())
     for roi in getattr(rtstruct, "ROIContourSequence", []):
         if int(roi.ReferencedROINumber) not in wanted:
             continue
         for contour in getattr(roi, "ContourSequence", []):
             points = np.asarray(contour.ContourData, dtype=float).reshape(-1, 3)
-            index = (points - origin) @ to_index.T  # continuous x, y, z indices
+            index = continuous_index(image, points)
             z = int(round(float(index[:, 2].mean())))
             if not 0 <= z < size[2] or len(points) < 3:
                 continue
@@ -308,16 +312,13 @@ def segmentation(path: Path, pattern: str, image, what: str) -> np.ndarray | Non
             f"{what}: DICOM SEG {path} has frames of {frames.shape[2]}x{frames.shape[1]}, "
             f"its series {size[0]}x{size[1]}"
         )
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    to_index = np.linalg.inv(direction * np.asarray(image.GetSpacing()))
-    origin = np.asarray(image.GetOrigin())
     mask = np.zeros(size[::-1], dtype=np.uint8)
     for frame, groups in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
         number = int(groups.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
         if number not in wanted:
             continue
         position = np.asarray(groups.PlanePositionSequence[0].ImagePositionPatient, float)
-        x, y, z = (position - origin) @ to_index.T
+        x, y, z = continuous_index(image, position[None])[0]
         if abs(x) > 0.01 or abs(y) > 0.01 or abs(z - round(z)) > 0.01:
             raise TclError(f"{what}: a frame of DICOM SEG {path} is not on its series' grid")
         if 0 <= round(z) < size[2]:
