@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from tcl.data.manifest import MODALITIES, PatientFiles, read_manifest
-from tcl.data.patients import PatientImages, examine_patient
+from tcl.data.patients import PatientCheck, PatientImages, examine_patient
 from tcl.parallel import default_workers, map_patients
 
 TITLES = {"t1c": "T1C", "flairc": "FLAIR-C", "adc": "ADC"}
@@ -120,13 +120,22 @@ def write_index(folder: Path, entries: list[QcEntry], title: str) -> Path:
     return path
 
 
-def _picture(files: PatientFiles, folder: Path) -> QcEntry:
-    """A QC worker: load one patient as the pipeline does and draw its picture."""
-    check, images = examine_patient(files)
-    picture = None
-    if images is not None:
-        picture = f"{files.patient_id}.png"
-        render(images, f"patient {files.patient_id}", folder / picture)
+def examine_and_draw(
+    files: PatientFiles, folder: Path, alignment: bool = False
+) -> tuple[PatientCheck, str | None]:
+    """A QC worker: load and check one patient as the pipeline does (``alignment``: with the
+    misregistration check) and draw its picture into ``folder``; returns what the check found
+    and the picture's file name (None when the patient cannot be read)."""
+    check, images = examine_patient(files, alignment)
+    if images is None:
+        return check, None
+    picture = f"{files.patient_id}.png"
+    render(images, f"patient {files.patient_id}", folder / picture)
+    return check, picture
+
+
+def _entry(files: PatientFiles, folder: Path) -> QcEntry:
+    check, picture = examine_and_draw(files, folder)
     return QcEntry(files.patient_id, picture, check.problems, check.warnings)
 
 
@@ -145,7 +154,7 @@ def qc_page(
     patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
     entries = list(
         map_patients(
-            partial(_picture, folder=folder),
+            partial(_entry, folder=folder),
             patients,
             workers=default_workers(len(patients), workers),
             progress=progress,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from tcl.data.manifest import PatientFiles, class_counts, has_labels, read_manifest, read_table
-from tcl.data.patients import REGISTER_HINT, PatientCheck, examine_patient, inspect_patient
-from tcl.data.qc import QcEntry, render, write_index
+from tcl.data.patients import REGISTER_HINT, inspect_patient
+from tcl.data.qc import QcEntry, examine_and_draw, write_index
 from tcl.data.splits import (
     class_size_problems,
     distinct_training_sets,
@@ -61,18 +61,6 @@ def _draw_checks(path: Path, table: pd.DataFrame, draws: int) -> tuple[list[str]
                 f"set(s), fewer than the {draws} draws: some draws will be identical"
             )
     return problems, warnings
-
-
-def _inspect_with_picture(
-    files: PatientFiles, alignment: bool, qc_dir: Path
-) -> tuple[PatientCheck, str | None]:
-    """A validation worker that also draws the patient's QC picture (tcl.data.qc)."""
-    check, images = examine_patient(files, alignment)
-    if images is None:
-        return check, None
-    name = f"{files.patient_id}.png"
-    render(images, f"patient {files.patient_id}", qc_dir / name)
-    return check, name
 
 
 LINE_WIDTH = 240  # characters of a patient's warning line before it is cut
@@ -133,7 +121,7 @@ def check_cohort(
     if qc_dir is not None:
         qc_dir = Path(qc_dir)
         qc_dir.mkdir(parents=True, exist_ok=True)
-        inspect = partial(_inspect_with_picture, alignment=alignment, qc_dir=qc_dir)
+        inspect = partial(examine_and_draw, folder=qc_dir, alignment=alignment)
     else:
         inspect = partial(inspect_patient, alignment=alignment)
     entries = []
