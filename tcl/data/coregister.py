@@ -92,13 +92,11 @@ def register_patient(
     job: tuple[int, PatientFiles], staging: Path, settings: Settings = FULL
 ) -> list[SeriesResult]:
     """Register one patient's FLAIR-C and ADC onto its T1C; write the copies under
-    ``staging``/images. Raises :class:`TclError` naming the patient and file on bad input."""
+    ``staging``/images. Its series were checked by :func:`register_cohort` before any
+    registration (:func:`_series_problems`)."""
     index, files = job
     pid = files.patient_id
     t1c = load_volume(files.paths["t1c"], what=f"patient {pid}, t1c", canonical=False)
-    problem = degenerate_problem(t1c, pid, "t1c", files.paths["t1c"])
-    if problem:
-        raise TclError(problem)
     mask = None
     if files.mask is not None:
         mask = load_volume(files.mask, what=f"patient {pid}, mask", canonical=False)
@@ -109,12 +107,6 @@ def register_patient(
     for series in SEQUENCES:
         path = files.paths[series]
         moving = load_volume(path, what=f"patient {pid}, {series}", canonical=False)
-        problem = degenerate_problem(moving, pid, series, path)
-        problem = problem or next(
-            iter(duplicate_problems({"t1c": t1c, series: moving}, files.paths, pid)), None
-        )
-        if problem:
-            raise TclError(problem)
         try:
             registration = register_rigid(t1c, moving, settings)
         except TclError as error:
