@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
 
 from tcl.utils import TclError, atomic_path
 
@@ -92,6 +92,22 @@ def to_canonical(volume: Volume) -> tuple[Volume, np.ndarray]:
     ornt = canonical_orientation(volume.affine)
     affine = canonical_affine(volume.affine, volume.data.shape)
     return Volume(data=np.ascontiguousarray(reorient(volume.data, ornt)), affine=affine), ornt
+
+
+def reordered_onto(
+    volume: Volume, shape: tuple[int, ...], affine: np.ndarray, tolerance: float
+) -> Volume | None:
+    """``volume`` in the voxel order of the grid (``shape``, ``affine``) when both grids are
+    the same voxel centres stored in another axis order or direction (a DICOM series read
+    with its rows and columns swapped, a file written radiologically): an exact flip and
+    transpose, no interpolation. ``tolerance``: mm allowed between the two affines once
+    reordered. None when the grids differ in anything else (they need resampling)."""
+    transform = ornt_transform(io_orientation(volume.affine), io_orientation(affine))
+    data = apply_orientation(volume.data, transform)
+    moved = volume.affine @ inv_ornt_aff(transform, volume.data.shape[:3])
+    if data.shape[:3] != tuple(shape[:3]) or not np.allclose(moved, affine, rtol=0, atol=tolerance):
+        return None
+    return Volume(data=data, affine=np.asarray(affine, dtype=np.float64))
 
 
 def box_to_canonical(box: Box, shape: tuple[int, int, int], ornt: np.ndarray) -> Box:

@@ -28,6 +28,7 @@ from tcl.data.nifti import (
     canonical_orientation,
     covered_fraction,
     load_volume,
+    reordered_onto,
     reorient,
     resample_to_grid,
     world_extent,
@@ -388,13 +389,21 @@ def _load_patient(
         if problem:
             problems.append(problem)
         volumes[name] = volume
-    problems.extend(duplicate_problems(volumes, paths, pid))
 
     # The reference grid is T1C's (the first readable modality when T1C itself is broken).
     reference = next((m for m in MODALITIES if m in volumes), None)
     if reference is None:
+        problems.extend(duplicate_problems(volumes, paths, pid))
         return check, None
     ref = volumes[reference]
+    # The same voxel centres stored in another axis order are put in T1C's order exactly;
+    # only a truly different grid is resampled below.
+    for name, volume in volumes.items():
+        if name != reference and not same_grid(volume, ref):
+            volumes[name] = (
+                reordered_onto(volume, ref.data.shape, ref.affine, AFFINE_TOLERANCE) or volume
+            )
+    problems.extend(duplicate_problems(volumes, paths, pid))
     ref_path = paths[reference]
     ref_shape: tuple[int, int, int] = ref.data.shape  # type: ignore[assignment]
     whole = (0, ref_shape[0], 0, ref_shape[1], 0, ref_shape[2])
