@@ -436,6 +436,12 @@ def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsy
     for stage in ("before", "after"):  # the page to look at, before and after
         assert (qc / stage / "TCGA-FG-6692.png").read_bytes()[:4] == b"\x89PNG"
         assert "TCGA-FG-6692" in (qc / stage / "index.html").read_text()
+    # before: flagged with what registration moved; after, no misregistration is left (the
+    # contrast check still flags this glioma, whose "ADC" is a T2: see test_real_scans)
+    before = (qc / "before" / "index.html").read_text()
+    assert "flairc: misregistered, registration moved it" in before
+    assert "adc: misregistered, registration moved it" in before
+    assert "misregistered" not in (qc / "after" / "index.html").read_text()
     assert main(["validate", str(tmp_path / "registered" / "manifest.csv"), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "misregistered" not in out and "OK: 1 patients, no labels" in out

@@ -36,7 +36,15 @@ from tcl.data.manifest import PatientFiles, find_separator, read_csv_text_ids, r
 from tcl.data.nifti import load_volume
 from tcl.data.patients import bbox_problem, degenerate_problem, duplicate_problems, same_grid
 from tcl.data.qc import qc_page
-from tcl.data.register import FULL, Settings, offset_of, register_rigid, roi_centre
+from tcl.data.register import (
+    FULL,
+    OFFSET_DEG,
+    OFFSET_MM,
+    Settings,
+    offset_of,
+    register_rigid,
+    roi_centre,
+)
 from tcl.parallel import default_workers, map_patients
 from tcl.utils import (
     TclError,
@@ -317,12 +325,22 @@ def main(args: argparse.Namespace) -> int:
             f"{args.out / 'manifest.csv'}"
         )
     if args.qc is not None:  # the same patients before and after, as validate --qc draws them
+        # Before: flagged where registration moved a series beyond validate's misregistration
+        # thresholds (its own measurement, so no second registration is needed to tell).
+        moved = series[(series["offset_mm"] > OFFSET_MM) | (series["rotation_deg"] > OFFSET_DEG)]
+        before: dict[str, list[str]] = {}
+        for row in moved.itertuples():
+            before.setdefault(str(row.patient_id), []).append(
+                f"patient {row.patient_id}, {row.series}: misregistered, registration moved it "
+                f"by {row.offset_mm:.1f} mm and {row.rotation_deg:.1f}°"
+            )
         for stage, manifest in (("before", args.manifest), ("after", args.out / "manifest.csv")):
             page = qc_page(
                 manifest,
                 args.qc / stage,
                 f"QC {stage} registration: {manifest}",
                 workers=args.workers,
+                notes=before if stage == "before" else None,
             )
             print(f"QC page, {stage}: {page}")
     return 0

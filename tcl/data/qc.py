@@ -145,9 +145,12 @@ def qc_page(
     title: str,
     workers: int | None = 1,
     progress: bool = False,
+    notes: dict[str, list[str]] | None = None,
 ) -> Path:
     """The QC page of every patient of ``manifest`` in ``folder`` (for ``register`` and
-    ``import-dicom``; ``validate`` draws its pictures while it checks). Returns index.html."""
+    ``import-dicom``; ``validate`` draws its pictures while it checks). ``notes``: further
+    warnings by patient id that the caller found (``register``: the series it moved beyond
+    the misregistration thresholds), which flag the patient. Returns index.html."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     table = read_manifest(manifest, require_labels=False)
@@ -161,4 +164,6 @@ def qc_page(
             desc="qc",
         )
     )
+    for entry in entries:
+        entry.warnings.extend((notes or {}).get(entry.patient_id, []))
     return write_index(folder, entries, title)
