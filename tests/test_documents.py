@@ -154,9 +154,9 @@ def run_command(words: list[str], workspace: Path) -> str:
 def workspace(tmp_path_factory):
     """A folder where the documents' placeholder paths exist, after docs/reproducing.md's
     commands have made the synthetic cohort, its cache and draws and a trained network there:
-    ``path/to/manifest.csv`` (6 of its patients, 2 of each label group), ``path/to/dicom/``
-    (the same 6 as DICOM series and structure sets), ``labels.csv`` (their labels),
-    ``new_patients.csv`` (3 other patients, no labels)."""
+    ``path/to/dicom/`` (6 of its patients, 2 of each label group, as DICOM series and
+    structure sets), ``labels.csv`` (their labels), ``path/to/manifest.csv`` (2 other patients)
+    and ``new_patients.csv`` (3 more), both without labels."""
     from conftest import write_dicom_series, write_rtstruct
     from pydicom.uid import generate_uid
 
@@ -172,14 +172,16 @@ def workspace(tmp_path_factory):
         table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
         for column in ("t1c", "flairc", "adc", "mask", "signs"):
             table[column] = [str(manifest.parent / p) for p in table[column]]
-        # two patients of each label group, as validate wants of a cohort it can split
+        # The DICOM patients: two of each label group, as validate wants of a labelled cohort
+        # (it checks that the cohort can be split). The manifest that validate and register
+        # read: two patients without labels (register's cost is per patient, a few seconds).
         group = (table.who_grade != "1").astype(int) + (table.invasion == "1").astype(int)
         chosen = table.groupby(group, group_keys=False).head(2)
-        (folder / "path" / "to").mkdir(parents=True)
-        chosen.to_csv(folder / "path" / "to" / "manifest.csv", index=False)
         rest = table.drop(index=chosen.index)
-        unlabelled = rest.iloc[0:3].drop(columns=["who_grade", "invasion"])
-        unlabelled.to_csv(folder / "new_patients.csv", index=False)
+        unlabelled = rest.drop(columns=["who_grade", "invasion"])
+        (folder / "path" / "to").mkdir(parents=True)
+        unlabelled.iloc[0:2].to_csv(folder / "path" / "to" / "manifest.csv", index=False)
+        unlabelled.iloc[2:5].to_csv(folder / "new_patients.csv", index=False)
         for row in chosen.itertuples():
             frame = generate_uid()
             patient = folder / "path" / "to" / "dicom" / row.patient_id
