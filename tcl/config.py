@@ -11,6 +11,8 @@ Also how ``make all`` spreads the trainings over the machine (:func:`parallel_pl
 
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from tcl.utils import TclError, available_cpus
@@ -285,8 +287,6 @@ def parallel_plan(
 
 def _make_jobs(makeflags: str) -> int | None:
     """N of the ``-jN`` in make's MAKEFLAGS (the cores for a bare ``-j``), None without one."""
-    import re
-
     match = re.search(r"(?:^|\s)-j(\d*)(?:\s|$)", f" {makeflags} ")
     if match is None:
         return None
@@ -303,8 +303,6 @@ def main(argv: list[str] | None = None) -> int:
     machine's cores and GPUs decide nothing. PROFILE must be named, not auto; the trainings at
     once are JOBS, else make's -jN, else all of them (the scheduler queues what does not fit);
     THREADS defaults to 0, all the CPUs the job is given."""
-    import sys
-
     args = sys.argv[1:] if argv is None else argv
     launched = "--launched" in args
     args = [arg for arg in args if arg != "--launched"]
@@ -337,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         print(profile, n, k, "-" if make_jobs else f"-j{n}")
         return 0
 
+    # torch only here: every `make` call plans through this module, and a launched plan (above)
+    # must not spend a second importing torch on a login node that has no GPU to ask about
     import torch
 
     cuda = torch.cuda.is_available()
@@ -357,8 +357,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     try:
         sys.exit(main())
     except TclError as error:

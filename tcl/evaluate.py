@@ -45,7 +45,14 @@ import pandas as pd
 from tcl.config import CONFIGS
 from tcl.data.manifest import read_csv_text_ids
 from tcl.metrics import METRICS, PAPER_TASK, TASK_FROM_PAPER, TASKS, run_metrics, summarize_draws
-from tcl.stats import delong_test, holm, paired_scores
+from tcl.stats import (
+    bootstrap_ci,
+    delong_ci,
+    delong_test,
+    holm,
+    mann_whitney_auc,
+    paired_scores,
+)
 from tcl.utils import TclError, atomic_path, provenance
 
 EVALUATED_CONFIGS: tuple[str, ...] = CONFIGS + ("radiomics",)
@@ -207,6 +214,34 @@ def delong_table(
             adjusted = holm(p_values) if family else []
             size = int(np.sum(~np.isnan(p_values)))
             rows += [[*row[:10], p, size, row[10]] for row, p in zip(family, adjusted, strict=True)]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def auc_intervals(
+    predictions: dict[int, pd.DataFrame], n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> pd.DataFrame:
+    """Each task's test AUC on each draw with two (1 - alpha) intervals: DeLong's (from the
+    AUC's variance, a normal approximation) and a stratified percentile bootstrap of
+    ``n_boot`` resamples (no approximation, slower). ``predictions`` maps a draw to one
+    network's predictions table. Where the two agree, the normal approximation holds at this
+    test-set size. Columns: task, draw, auc, delong_low, delong_high, bootstrap_low,
+    bootstrap_high, note (why the row is empty: a class with fewer than 2 test patients,
+    which has no variance to estimate, as in the smoke profile's small test sets)."""
+    rows = []
+    for task in TASKS:
+        for draw, table in sorted(predictions.items()):
+            y, score = table[task].to_numpy(), table[f"p_{task}"].to_numpy()
+            counts = int(np.sum(y == 1)), int(np.sum(y == 0))
+            if min(counts) < 2:
+                note = f"{counts[0]} positive and {counts[1]} negative test patients"
+                rows.append([task, draw, *[math.nan] * 5, note])
+                continue
+            delong = delong_ci(y, score, alpha)
+            boot = bootstrap_ci(mann_whitney_auc, y, score, n_boot=n_boot, alpha=alpha, seed=seed)
+            rows.append([task, draw, delong.auc, delong.ci_low, delong.ci_high, boot.ci_low,
+                         boot.ci_high, ""])  # fmt: skip
+    columns = ["task", "draw", "auc", "delong_low", "delong_high", "bootstrap_low",
+               "bootstrap_high", "note"]  # fmt: skip
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -40,9 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+from nibabel import orientations
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from tcl.data.manifest import MODALITIES, PatientFiles
 from tcl.data.nifti import load_volume, save_volume
@@ -166,9 +169,6 @@ def to_canonical(volume_map: np.ndarray, geometry: Any) -> np.ndarray:
 def to_stored(canonical: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """[X, Y, Z] in canonical RAS+ order → the voxel order of a file with ``affine`` (the
     inverse of nibabel's ``as_closest_canonical``)."""
-    import nibabel as nib
-    from nibabel import orientations
-
     stored = nib.io_orientation(affine)
     ras = orientations.axcodes2ornt(("R", "A", "S"))
     return orientations.apply_orientation(canonical, orientations.ornt_transform(ras, stored))
@@ -336,8 +336,6 @@ def explain_patients(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Maps of every prepared patient into ``out``/<patient_id>/; returns a summary."""
-    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
-
     if out.exists() and not out.is_dir():
         raise TclError(f"--explain {out} exists and is not a folder")
     files_of = {f.patient_id: f for f in patients}
@@ -430,8 +428,6 @@ def score_against_signs(
         patient and task: log-odds, baseline log-odds, completeness gap and the share of the
         positive attribution on each channel.
     """
-    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
-
     names = {label: name for label, (name, _) in SIGN_LABELS.items()}
     shares, facts = [], []
     batch = path_batch(models, device)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor
 from typing import Any, TypeVar
 
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
+
 from tcl.utils import TclError, available_cpus
 
 Item = TypeVar("Item")
@@ -89,8 +91,6 @@ def map_patients(
     interrupt, ``close()``), queued items are cancelled and the workers exit at once, dropping
     the item in hand.
     """
-    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
-
     items = list(items)
     bar = tqdm(total=total or len(items), desc=desc, unit="patient", disable=not progress)
     try:

@@ -25,9 +25,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from tcl.data.manifest import PatientFiles, read_manifest
 from tcl.data.patients import PatientImages, load_patient
@@ -78,8 +80,6 @@ def input_geometry(
     loaded: PatientImages, t1c_path: str, size: tuple[int, int, int], margin: int
 ) -> InputGeometry:
     """The crop, pad and resize that :func:`preprocess_images` applies to ``loaded``."""
-    import nibabel as nib
-
     shape = loaded.images.shape[1:]
     x0, x1, y0, y1 = crop_box(loaded.roi, shape, margin)
     (pad_x, _), (pad_y, _) = square_padding(x1 - x0, y1 - y0)
@@ -186,8 +186,6 @@ def predict_volumes(
     Returns:
         p_invasion [N], p_high_grade [N] (float64).
     """
-    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
-
     rows = np.arange(len(volumes))
     p_invasion = np.zeros(len(volumes))
     p_high_grade = np.zeros(len(volumes))

@@ -8,8 +8,10 @@ profile and cohort produced it — synthetic results are never passed off as the
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -279,8 +281,6 @@ def draws_text(draws: list[int] | tuple[int, ...]) -> str:
 def evaluated_draws(evaluation_dir: str | os.PathLike) -> list[int]:
     """The draws an evaluation holds (``expected_draws`` of its provenance.json, written by
     ``python -m tcl evaluate``; ``make all DRAWS=0`` evaluates draw 0 only)."""
-    import json
-
     path = Path(evaluation_dir) / "provenance.json"
     return [int(d) for d in json.loads(path.read_text())["expected_draws"]]
 
@@ -416,8 +416,6 @@ def update_readme(
 def run_kernels(runs_dir: str | os.PathLike) -> list[str]:
     """The kernels the trainings under ``runs_dir`` ran on (their run.json), each kind once,
     e.g. "CPU ATen AVX2, oneDNN Intel AVX2" or "CUDA NVIDIA H200"."""
-    import json
-
     kinds = []
     for path in sorted(Path(runs_dir).glob("*/draw*/run.json")):
         kernels = json.loads(path.read_text()).get("kernels") or {}
@@ -553,8 +551,6 @@ def _compare_cells(
 def committed_readme(readme: str | os.PathLike) -> str:
     """The README as committed (``git show HEAD:README.md``), or the file as it is where the
     project is not a git checkout."""
-    import subprocess
-
     readme = Path(readme).resolve()
     try:
         return subprocess.run(

@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tcl.models import build
@@ -104,8 +106,6 @@ def save_model(
         run: training facts to keep (draw, seed, n_train, cache input hash, ...).
     Returns the path of ``model.json``.
     """
-    from safetensors.torch import save_file
-
     run_dir = Path(run_dir)
     # contiguous CPU copies: safetensors stores plain row-major tensors
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -180,9 +180,6 @@ def load_model(
     209.8 M-parameter model is not first initialised at random (seconds on a CPU) only to be
     overwritten. ``verify`` also checks the weights' sha256 against model.json.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     run_dir = Path(run_dir)
     spec = read_spec(run_dir)
     weights = run_dir / WEIGHTS

@@ -238,3 +238,43 @@ def test_summary_is_the_mean_and_sd_of_hand_computed_per_draw_values(tmp_path):
         specificity = summary.loc[("proposed", task, "specificity")]
         assert (specificity["mean"], specificity["sd"]) == pytest.approx((1.0, 0.0))
         assert summary.loc[("efmt", task, "auc"), "mean"] == 1.0
+
+
+def test_auc_intervals_of_one_network_delong_and_bootstrap_agree():
+    """Notebook 05's table: per task and draw the AUC inside both intervals, and the two
+    intervals close to each other at ~100 test patients (the normal approximation holds)."""
+    from tcl.evaluate import auc_intervals
+    from tcl.stats import mann_whitney_auc
+
+    rng = np.random.default_rng(0)
+    predictions = {}
+    for draw in (0, 1):
+        n = 120
+        table = pd.DataFrame(
+            {"invasion": rng.integers(0, 2, n), "high_grade": rng.integers(0, 2, n)}
+        )
+        for task in ("invasion", "high_grade"):
+            table[f"p_{task}"] = 1 / (1 + np.exp(-(1.5 * table[task] + rng.normal(size=n))))
+        predictions[draw] = table
+    intervals = auc_intervals(predictions, n_boot=500)
+    assert len(intervals) == 4 and set(intervals.task) == {"invasion", "high_grade"}
+    for row in intervals.itertuples():
+        table = predictions[row.draw]
+        assert row.auc == pytest.approx(mann_whitney_auc(table[row.task], table[f"p_{row.task}"]))
+        assert row.delong_low < row.auc < row.delong_high
+        assert row.bootstrap_low < row.auc < row.bootstrap_high
+        assert abs(row.delong_low - row.bootstrap_low) < 0.03
+        assert abs(row.delong_high - row.bootstrap_high) < 0.03
+
+
+def test_auc_intervals_leave_a_task_with_one_positive_patient_empty_and_say_why():
+    from tcl.evaluate import auc_intervals
+
+    table = pd.DataFrame({"invasion": [1, 0, 0, 0], "high_grade": [1, 1, 0, 0],
+                          "p_invasion": [0.9, 0.2, 0.3, 0.1],
+                          "p_high_grade": [0.8, 0.6, 0.4, 0.1]})  # fmt: skip
+
+    intervals = auc_intervals({0: table}, n_boot=50).set_index("task")
+    assert np.isnan(intervals.loc["invasion", "auc"])
+    assert intervals.loc["invasion", "note"] == "1 positive and 3 negative test patients"
+    assert intervals.loc["high_grade", "auc"] == 1.0 and intervals.loc["high_grade", "note"] == ""

@@ -24,7 +24,7 @@ from tcl.cli import main
 from tcl.data.manifest import BBOX_COLUMNS, MANIFEST_COLUMNS, read_manifest
 from tcl.data.preprocess import load_cache, preprocess_cohort
 from tcl.data.released import import_folders
-from tcl.data.validate import validate_cohort
+from tcl.data.validate import check_cohort
 from tcl.utils import TclError
 
 
@@ -58,7 +58,7 @@ def test_read_manifest_keeps_ids_as_text_and_allows_empty_demographics(tiny_coho
     table = read_manifest(tiny_cohort)
     assert table["patient_id"].tolist() == ["0001", "NA", "0003", "4"]
     assert table["age"].isna().all() and table["sex"].isna().all()
-    assert validate_cohort(tiny_cohort) == []
+    assert check_cohort(tiny_cohort).problems == []
 
 
 # --- every bad input: (mutation of the cohort, substrings the problem must contain) ----------
@@ -197,7 +197,7 @@ BAD_INPUTS = {
 def test_validate_names_patient_and_file_of_each_bad_input(tiny_cohort, case, capsys):
     mutate, needles = BAD_INPUTS[case]
     mutate(tiny_cohort)
-    problems = validate_cohort(tiny_cohort)
+    problems = check_cohort(tiny_cohort).problems
     matching = [p for p in problems if all(n in p for n in needles)]
     assert matching, f"{case}: no problem mentions {needles}: {problems}"
     assert main(["validate", str(tiny_cohort), "--quiet"]) == 1
@@ -224,12 +224,12 @@ def test_validate_lists_several_problems_at_once_in_manifest_order(tiny_cohort):
     _rewrite(tiny_cohort.parent, "P004", "t1c", _nan)
     _rewrite(tiny_cohort.parent, "P001", "mask", _label3)
     _set("invasion", "P003", "7")(tiny_cohort)
-    serial = validate_cohort(tiny_cohort, workers=1)
+    serial = check_cohort(tiny_cohort, workers=1).problems
     assert len(serial) == 4, serial
     table_first = serial[0]
     assert "P003" in table_first and "invasion '7'" in table_first
     assert ["P001" in serial[1], "P002" in serial[2], "P004" in serial[3]] == [True] * 3
-    assert validate_cohort(tiny_cohort, workers=2) == serial  # deterministic in parallel
+    assert check_cohort(tiny_cohort, workers=2).problems == serial  # deterministic in parallel
 
 
 # two more high-grade patients, so that every class can be split (two per class at least)
@@ -355,7 +355,6 @@ def test_a_patient_id_that_is_no_plain_file_name_is_refused_by_row(tiny_cohort, 
 def test_t1c_and_flairc_swapped_are_flagged_by_patient(tiny_cohort):
     """The tumour stands out more on T1C (an enhancing meningioma) than on FLAIR-C; a
     manifest that swaps the two columns gets a warning per patient, a correct one none."""
-    from tcl.data.validate import check_cohort
 
     assert not [w for w in check_cohort(tiny_cohort).warnings if "flairc swapped" in w]
     edit_manifest(tiny_cohort, lambda t: t.rename(columns={"t1c": "flairc", "flairc": "t1c"}))

@@ -5,7 +5,8 @@
     # in an environment with numpy, nibabel and the library (PYTHONPATH=. for tcl.data)
     python tools/registration_compare.py run /tmp/regcases --library sitk|dipy|ants \\
         [--real ../shared/data/tcga-fg-6692]
-    # the figure of docs/your-cohort.md ("The real patient"): T1C, FLAIR through its header, FLAIR registered
+    # the figure of docs/your-cohort.md ("The real patient"): T1C, FLAIR through its header,
+    # FLAIR registered
     python tools/registration_compare.py figure ../shared/data/tcga-fg-6692
 
 ``make-cases`` renders synthetic patients at 1 mm and acquires them in 6 mm slices (5 mm thick,
@@ -264,7 +265,8 @@ def run(cases_dir: Path, library: str, real: Path | None) -> None:
         start = time.perf_counter()
         estimate = register(fixed, moving)
         seconds = time.perf_counter() - start
-        lesion = apply(fixed.affine, np.array([[85.0, 157.5, 17.0]]))[0]  # the box centre of docs/your-cohort.md, "The check"
+        # the box centre of docs/your-cohort.md, "The check"
+        lesion = apply(fixed.affine, np.array([[85.0, 157.5, 17.0]]))[0]
         shift = np.linalg.norm(apply(estimate, lesion[None])[0] - lesion)
         print(
             f"{library}: real patient FLAIR onto T1C in {seconds:.1f} s; moves the lesion box "

@@ -300,7 +300,9 @@ def register_cohort(
 
 
 def read_registration(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]:
-    """(patient_id, series) → the 4×4 matrix of a ``registration.csv``."""
+    """(patient_id, series) → the 4×4 matrix of a ``registration.csv`` (T1C world → the
+    series' world, RAS mm): for users who move other objects with a series (docs/your-cohort.md);
+    the tests read the transforms back with it too."""
     frame = read_csv_text_ids(path)
     return {
         (str(r.patient_id), str(r.series)): np.array(r.matrix.split(), dtype=float).reshape(4, 4)

@@ -140,6 +140,7 @@ import numpy as np
 import pandas as pd
 from scipy.ndimage import gaussian_filter
 from scipy.special import ndtr, ndtri
+from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from tcl.data.manifest import MODALITIES
 from tcl.data.nifti import save_volume
@@ -1408,7 +1409,6 @@ def synthesize_cohort(
     # An older manifest would make a half-rewritten folder look complete: remove it first.
     (out / "manifest.csv").unlink(missing_ok=True)
     (out / "synth.json").unlink(missing_ok=True)
-    from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
     bar = tqdm(total=n_patients, desc="synth", unit="patient", disable=not progress)
     latents: list[dict] = []

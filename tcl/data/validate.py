@@ -151,17 +151,6 @@ def check_cohort(
     return report
 
 
-def validate_cohort(
-    path: str | os.PathLike,
-    workers: int | None = 1,
-    progress: bool = False,
-    draws: int | None = None,
-) -> list[str]:
-    """Every problem of a cohort (:func:`check_cohort`'s problems, without its warnings), in
-    manifest order. An empty list means valid."""
-    return check_cohort(path, workers=workers, progress=progress, draws=draws).problems
-
-
 def main(args: argparse.Namespace) -> int:
     """``python -m tcl validate`` with its parsed options (tcl.cli)."""
     report = check_cohort(
