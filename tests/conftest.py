@@ -6,6 +6,7 @@ and preprocessing tests check those modules alone.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that reads ../shared/data is marked ``real_data`` (tests/README.md)."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.real_data)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -273,3 +281,107 @@ def write_seg(mask_nifti: Path, path: Path, series_uid: str, label: str, value: 
     ds.PixelData = pack_bits(frames.ravel())
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
+
+
+# A cohort that validate accepts and splits can split: two patients of each label group.
+SPLITTABLE = TINY_PATIENTS + (
+    ("P005", 2, 1, "F", 6, 18, 10, 30),
+    ("P006", 2, 0, "M", 12, 28, 4, 20),
+)
+
+
+def write_tiny_cache(
+    root: Path,
+    n_patients: int = 24,
+    size: tuple[int, int, int] = (32, 32, 12),
+    seed: int = 0,
+    signal: float = 2.0,
+) -> Path:
+    """A cache in tcl.data.preprocess's format with a planted, learnable signal.
+
+    Invasive patients get a bright rim in t1c, high-grade patients a dark core in adc, both
+    ``signal`` noise SDs strong; every patient has an ellipsoidal foreground (z-scored) in zero
+    background.
+    """
+    rng = np.random.default_rng(seed)
+    h, w, d = size
+    ids = [f"P{i:04d}" for i in range(n_patients)]
+    invasion = np.array([1 if i % 4 == 0 else 0 for i in range(n_patients)])
+    high_grade = np.where(invasion == 1, 1, (np.arange(n_patients) % 4 == 1).astype(int))
+    yy, xx, zz = np.meshgrid(
+        np.linspace(-1, 1, h), np.linspace(-1, 1, w), np.linspace(-1, 1, d), indexing="ij"
+    )
+    radius = np.sqrt(yy**2 + xx**2 + (zz * 0.8) ** 2)
+    inside = radius < 0.8
+    volumes = np.zeros((n_patients, 3, h, w, d), dtype=np.float16)
+    for i in range(n_patients):
+        image = rng.normal(0, 1, (3, h, w, d))
+        image[0] += signal * invasion[i] * ((radius > 0.6) & inside)
+        image[2] -= signal * high_grade[i] * (radius < 0.4)
+        image = image * inside
+        for c in range(3):
+            values = image[c][inside]
+            image[c][inside] = (values - values.mean()) / values.std()
+        volumes[i] = image.astype(np.float16)
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "volumes.npy", volumes)
+    pd.DataFrame(
+        {
+            "row": np.arange(n_patients),
+            "patient_id": ids,
+            "who_grade": np.where(high_grade == 1, 2, 1),
+            "invasion": invasion,
+            "high_grade": high_grade,
+            "age": 55,
+            "sex": "F",
+            "scanner": "Skyra",
+        }
+    ).to_csv(root / "index.csv", index=False)
+    meta = {"size": list(size), "n_patients": n_patients, "margin": 0, "input_hash": f"tiny{seed}"}
+    (root / "meta.json").write_text(json.dumps(meta))
+    return root
+
+
+# A runs tree of made-up predictions, for the evaluation and reporting tests.
+RUN_TEST_PATIENTS = 60
+RUN_NOISE = {"proposed": 0.35, "efmt": 0.6, "mmoe": 0.8}  # smaller noise = better model
+
+
+def run_labels(draw: int) -> pd.DataFrame:
+    """The test set of one draw: ids and labels shared by every configuration."""
+    rng = np.random.default_rng(100 + draw)
+    high_grade = (rng.random(RUN_TEST_PATIENTS) < 0.35).astype(int)
+    high_grade[:3], high_grade[3:6] = 1, 0
+    invasion = high_grade * (rng.random(RUN_TEST_PATIENTS) < 0.5).astype(int)
+    invasion[:2], invasion[2] = 1, 0
+    ids = [f"P{draw}{i:03d}" for i in range(RUN_TEST_PATIENTS)]
+    return pd.DataFrame({"patient_id": ids, "invasion": invasion, "high_grade": high_grade})
+
+
+def write_run(runs: Path, config: str, draw: int) -> Path:
+    rng = np.random.default_rng([list(RUN_NOISE).index(config), draw])
+    table = run_labels(draw)
+    for task in ("invasion", "high_grade"):  # tcl.predictions.TASKS
+        noise = rng.normal(0, RUN_NOISE[config] * 2, RUN_TEST_PATIENTS)
+        score = 1 / (1 + np.exp(-(2 * table[task] - 1 + noise)))
+        table[f"p_{task}"] = score
+        table[f"pred_{task}"] = (score > 0.5).astype(int)
+    table.insert(1, "draw", draw)
+    path = runs / config / f"draw{draw}" / "predictions.csv"
+    path.parent.mkdir(parents=True)
+    # shuffled rows: evaluation must pair patients by id, not by row
+    table.sample(frac=1, random_state=draw).to_csv(path, index=False)
+    return path
+
+
+def write_runs_tree(root: Path) -> Path:
+    """A runs tree of made-up predictions (proposed and efmt × draws 0-2, mmoe draws 0 and 2, a
+    folder that is no configuration) under ``root``/results/smoke/runs; returns that folder."""
+    runs = root / "results" / "smoke" / "runs"
+    for config in ("proposed", "efmt"):
+        for draw in (0, 1, 2):
+            write_run(runs, config, draw)
+    for draw in (0, 2):  # mmoe lacks draw 1
+        write_run(runs, "mmoe", draw)
+    (runs / "notes").mkdir()  # not a configuration: ignored, listed in provenance
+    return runs

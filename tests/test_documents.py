@@ -49,6 +49,7 @@ SCALE = {
     "--n-patients": [str(SMOKE.n_patients)],
 }
 CLUSTER_ONLY = {"salloc", "export"}
+pytestmark = pytest.mark.slow  # a smoke cohort, a training and registrations: about 90 s
 
 
 def command_blocks(document: Path) -> list[tuple[int, list[list[str]]]]:

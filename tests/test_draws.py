@@ -6,14 +6,14 @@ import json
 
 import pandas as pd
 import pytest
-from test_evaluate import make_runs
+from conftest import write_runs_tree
 
 from tcl.evaluate import evaluate_runs
 from tcl.report import caption, draws_text, evaluated_draws
 
 
 def test_evaluate_reads_only_the_chosen_draws_and_says_which(tmp_path):
-    runs = make_runs(tmp_path)  # proposed, efmt × draws 0-2; mmoe draws 0 and 2
+    runs = write_runs_tree(tmp_path)  # proposed, efmt × draws 0-2; mmoe draws 0 and 2
     paths = evaluate_runs(runs, tmp_path / "eval", draws=(0,))
     per_draw = pd.read_csv(paths["metrics_per_draw"])
     assert set(per_draw["draw"]) == {0}
@@ -33,7 +33,7 @@ def test_evaluate_reads_only_the_chosen_draws_and_says_which(tmp_path):
 def test_evaluate_command_takes_draws_by_number(tmp_path, capsys):
     from tcl.cli import main
 
-    runs = make_runs(tmp_path)
+    runs = write_runs_tree(tmp_path)
     out = tmp_path / "eval"
     assert main(["evaluate", str(runs), "--out", str(out), "--draw", "2", "--draw", "0"]) == 0
     assert evaluated_draws(out) == [0, 2]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_runs_tree
 
 from tcl.cli import main
 from tcl.evaluate import evaluate_runs, paper_values
@@ -15,58 +16,18 @@ from tcl.metrics import METRICS, TASKS, run_metrics
 from tcl.stats import delong_test, holm
 from tcl.utils import TclError
 
-N_TEST = 60
-NOISE = {"proposed": 0.35, "efmt": 0.6, "mmoe": 0.8}  # smaller noise = better model
-
-
-def labels(draw: int) -> pd.DataFrame:
-    """The test set of one draw: ids and labels shared by every configuration."""
-    rng = np.random.default_rng(100 + draw)
-    high_grade = (rng.random(N_TEST) < 0.35).astype(int)
-    high_grade[:3], high_grade[3:6] = 1, 0
-    invasion = high_grade * (rng.random(N_TEST) < 0.5).astype(int)
-    invasion[:2], invasion[2] = 1, 0
-    ids = [f"P{draw}{i:03d}" for i in range(N_TEST)]
-    return pd.DataFrame({"patient_id": ids, "invasion": invasion, "high_grade": high_grade})
-
-
-def write_run(runs: Path, config: str, draw: int) -> Path:
-    rng = np.random.default_rng([list(NOISE).index(config), draw])
-    table = labels(draw)
-    for task in TASKS:
-        score = 1 / (1 + np.exp(-(2 * table[task] - 1 + rng.normal(0, NOISE[config] * 2, N_TEST))))
-        table[f"p_{task}"] = score
-        table[f"pred_{task}"] = (score > 0.5).astype(int)
-    table.insert(1, "draw", draw)
-    path = runs / config / f"draw{draw}" / "predictions.csv"
-    path.parent.mkdir(parents=True)
-    # shuffled rows: evaluation must pair patients by id, not by row
-    table.sample(frac=1, random_state=draw).to_csv(path, index=False)
-    return path
-
-
-def make_runs(root: Path) -> Path:
-    runs = root / "results" / "smoke" / "runs"
-    for config in ("proposed", "efmt"):
-        for draw in (0, 1, 2):
-            write_run(runs, config, draw)
-    for draw in (0, 2):  # mmoe lacks draw 1
-        write_run(runs, "mmoe", draw)
-    (runs / "notes").mkdir()  # not a configuration: ignored, listed in provenance
-    return runs
-
 
 @pytest.fixture()
 def runs(tmp_path: Path) -> Path:
     """A fresh runs tree a test may alter: proposed and efmt × 3 draws, mmoe without draw 1."""
-    return make_runs(tmp_path)
+    return write_runs_tree(tmp_path)
 
 
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
     """The runs tree evaluated once, for the tests that only read the outputs."""
     root = tmp_path_factory.mktemp("evaluated")
-    runs = make_runs(root)
+    runs = write_runs_tree(root)
     return runs, evaluate_runs(runs, root / "eval")
 
 

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import write_tiny_cache
 from sklearn.metrics import roc_auc_score
-from test_train import write_tiny_cache
 from torch import nn
 
 from tcl.config import get_profile

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import (
+    SPLITTABLE,
     TINY_AFFINE,
-    TINY_PATIENTS,
     TINY_SHAPE,
     tiny_images,
     write_nifti,
@@ -233,12 +233,6 @@ def test_validate_lists_several_problems_at_once_in_manifest_order(tiny_cohort):
 
 
 # two more high-grade patients, so that every class can be split (two per class at least)
-SPLITTABLE = TINY_PATIENTS + (
-    ("P005", 2, 1, "F", 6, 18, 10, 30),
-    ("P006", 2, 0, "M", 12, 28, 4, 20),
-)
-
-
 def test_validate_command_exits_nonzero_or_reports_ok(tmp_path):
     manifest = write_tiny_cohort(tmp_path / "cohort", SPLITTABLE)
     command = [sys.executable, "-m", "tcl", "validate", str(manifest), "--quiet"]

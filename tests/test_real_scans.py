@@ -15,8 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY_AFFINE, TINY_SHAPE, tiny_images, write_nifti, write_tiny_cohort
-from test_manifest import SPLITTABLE
+from conftest import (
+    SPLITTABLE,
+    TINY_AFFINE,
+    TINY_SHAPE,
+    tiny_images,
+    write_nifti,
+    write_tiny_cohort,
+)
 
 from tcl.cli import main
 from tcl.data.manifest import BBOX_COLUMNS, PatientFiles, read_manifest

@@ -77,6 +77,7 @@ def test_transform_helpers_agree():
 # --- item 3: accuracy on known transforms ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_known_rigid_transforms_are_recovered(tmp_path):
     """Patients rendered at 1 mm and acquired in 6 mm slices; FLAIR-C and ADC moved by random
     rigid transforms of up to 20 mm and 15°, in the header (the affine) or in the data (the
@@ -113,6 +114,7 @@ def test_known_rigid_transforms_are_recovered(tmp_path):
 # --- item 1: the check in validate -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_synthetic_cohort_is_not_flagged(cohort):
     """Its ADC maps are shifted by up to 2 mm on purpose (an EPI-like nuisance): below the
     threshold, so validate says nothing."""
@@ -124,6 +126,7 @@ def test_the_synthetic_cohort_is_not_flagged(cohort):
     assert not [w for w in report.warnings if "misregistered" in w], report.warnings
 
 
+@pytest.mark.slow
 def test_misregistration_is_flagged_with_patient_sequence_offset_and_fix(cohort, tmp_path, capsys):
     moved = tmp_path / "cohort"
     table = pd.read_csv(cohort)
@@ -156,6 +159,7 @@ def test_misregistration_is_flagged_with_patient_sequence_offset_and_fix(cohort,
     assert "misregistered" not in out and "alignment: not checked" in out
 
 
+@pytest.mark.slow
 def test_a_mask_drawn_on_a_misregistered_series_is_named_and_moves_with_it(
     cohort, tmp_path, capsys
 ):
@@ -195,6 +199,7 @@ def test_a_mask_drawn_on_a_misregistered_series_is_named_and_moves_with_it(
 # --- item 2: tcl register --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_register_aligns_the_cohort_and_the_cache_follows(cohort, tmp_path):
     """FLAIR-C and ADC of every patient displaced by known transforms (header); after
     ``tcl register`` the preprocessed cache correlates with that of the untouched cohort at
@@ -412,6 +417,7 @@ def test_the_overview_of_a_box_only_patient_shows_a_slice_of_the_box():
     assert overview_slice(maps, tumour, box) == 14  # a mask decides where it is given
 
 
+@pytest.mark.slow
 def test_the_real_patient_is_flagged_by_validate_then_registered(tmp_path, capsys, shared_data):
     """The issue's own trial: the three raw series in a manifest with a box around the lesion
     (T2 stands in for ADC). validate names both series; after tcl register it names none."""

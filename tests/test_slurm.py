@@ -128,6 +128,7 @@ def wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 120.0) ->
         time.sleep(0.05)
 
 
+@pytest.mark.slurm
 def test_pipeline_through_slurm_resumes_a_cancelled_training_and_matches(cluster, tmp_path):
     slurm_root, slurm_env = cluster
     plain_env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM")}

@@ -9,61 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import write_tiny_cache
 
 from tcl.config import CONFIGS, get_profile
 from tcl.utils import TclError
-
-
-def write_tiny_cache(
-    root: Path,
-    n_patients: int = 24,
-    size: tuple[int, int, int] = (32, 32, 12),
-    seed: int = 0,
-    signal: float = 2.0,
-) -> Path:
-    """A cache in tcl.data.preprocess's format with a planted, learnable signal.
-
-    Invasive patients get a bright rim in t1c, high-grade patients a dark core in adc, both
-    ``signal`` noise SDs strong; every patient has an ellipsoidal foreground (z-scored) in zero
-    background.
-    """
-    rng = np.random.default_rng(seed)
-    h, w, d = size
-    ids = [f"P{i:04d}" for i in range(n_patients)]
-    invasion = np.array([1 if i % 4 == 0 else 0 for i in range(n_patients)])
-    high_grade = np.where(invasion == 1, 1, (np.arange(n_patients) % 4 == 1).astype(int))
-    yy, xx, zz = np.meshgrid(
-        np.linspace(-1, 1, h), np.linspace(-1, 1, w), np.linspace(-1, 1, d), indexing="ij"
-    )
-    radius = np.sqrt(yy**2 + xx**2 + (zz * 0.8) ** 2)
-    inside = radius < 0.8
-    volumes = np.zeros((n_patients, 3, h, w, d), dtype=np.float16)
-    for i in range(n_patients):
-        image = rng.normal(0, 1, (3, h, w, d))
-        image[0] += signal * invasion[i] * ((radius > 0.6) & inside)
-        image[2] -= signal * high_grade[i] * (radius < 0.4)
-        image = image * inside
-        for c in range(3):
-            values = image[c][inside]
-            image[c][inside] = (values - values.mean()) / values.std()
-        volumes[i] = image.astype(np.float16)
-    root.mkdir(parents=True, exist_ok=True)
-    np.save(root / "volumes.npy", volumes)
-    pd.DataFrame(
-        {
-            "row": np.arange(n_patients),
-            "patient_id": ids,
-            "who_grade": np.where(high_grade == 1, 2, 1),
-            "invasion": invasion,
-            "high_grade": high_grade,
-            "age": 55,
-            "sex": "F",
-            "scanner": "Skyra",
-        }
-    ).to_csv(root / "index.csv", index=False)
-    meta = {"size": list(size), "n_patients": n_patients, "margin": 0, "input_hash": f"tiny{seed}"}
-    (root / "meta.json").write_text(json.dumps(meta))
-    return root
 
 
 def write_tiny_splits(path: Path, cache: Path, n_draws: int = 2) -> Path:
