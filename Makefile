@@ -15,7 +15,7 @@
 #   JOBS=auto|N  THREADS=auto|k      N trainings at once, k CPU threads each; auto: one thread per
 #                                    training and one training per core (up to 4) on CPU; on CUDA
 #                                    two side by side (half the cores each) on a card of 32 GiB or
-#                                    more, else one on all cores (tcl.config.parallel_plan)
+#                                    more, else one on all cores (tcl.plan.parallel_plan)
 #   make -j N all THREADS=k          the same with make's own job slots (k·N ≤ cores)
 #   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
 #   SAVE_WEIGHTS="efmt mmoe" | all   also keep these networks (proposed is always kept)
@@ -40,7 +40,7 @@ PROFILE ?= auto
 DATA    ?=
 # CPU threads per training; 0 = all cores. `make all` chooses when not given (see JOBS).
 THREADS ?= 0
-# Trainings at once under `make all`: auto = tcl.config.parallel_plan (2 × 1 thread on 2 cores).
+# Trainings at once under `make all`: auto = tcl.plan.parallel_plan (2 × 1 thread on 2 cores).
 JOBS    ?= auto
 # The draws trained and evaluated; splits.json always holds all three.
 DRAWS   ?= 0 1 2
@@ -118,7 +118,7 @@ lock:
 # (auto needs torch to look for CUDA). A THREADS or make -j given by the user is kept.
 THREADS_GIVEN = $(if $(filter command line environment,$(origin THREADS)),$(THREADS),auto)
 all: env
-	@plan=$$($(PYTHON) -m tcl.config plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS" $(if $(strip $(LAUNCH)),--launched)) || exit 1; \
+	@plan=$$($(PYTHON) -m tcl.plan plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS" $(if $(strip $(LAUNCH)),--launched)) || exit 1; \
 	read profile jobs threads jflag <<< "$$plan"; \
 	echo "tcl: $$jobs training(s) at once, $$threads CPU thread(s) each (0 = all cores)$(if $(strip $(LAUNCH)), through: $(LAUNCH))"; \
 	$(MAKE) --no-print-directory $$([ "$$jflag" = - ] || echo $$jflag) pipeline PROFILE=$$profile THREADS=$$threads DATA="$(DATA)" DRAWS="$(DRAWS)" SEED="$(SEED)"

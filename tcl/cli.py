@@ -500,7 +500,7 @@ VERBS = {
         _evaluate_options,
     ),
     "report": Verb(
-        "tcl.report:main",
+        "tcl.reproduction:main",
         "write the README's results block, or compare a run's tables with it (make runs both)",
         "readme: write the results block of README.md from FIGURES; compare: say whether "
         "FIGURES' Tables 2-3 agree with the README's as committed (same profile).",

@@ -44,7 +44,8 @@ import pandas as pd
 
 from tcl.config import CONFIGS
 from tcl.data.manifest import read_csv_text_ids
-from tcl.metrics import METRICS, PAPER_TASK, TASK_FROM_PAPER, TASKS, run_metrics, summarize_draws
+from tcl.metrics import METRICS, run_metrics, summarize_draws
+from tcl.predictions import PAPER_TASK, TASK_FROM_PAPER, TASKS
 from tcl.stats import (
     bootstrap_ci,
     delong_ci,

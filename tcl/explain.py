@@ -52,10 +52,9 @@ from tcl.data.nifti import load_volume, save_volume
 from tcl.data.patients import load_patient
 from tcl.data.synth import SIGN_LABELS, SIGN_TASK
 from tcl.data.transforms import resize_trilinear
-from tcl.predictions import TASKS
+from tcl.predictions import PAPER_TASK, TASKS
 from tcl.utils import TclError, atomic_path
 
-LOGITS = {"invasion": "invasion", "high_grade": "grade"}  # model output key per task
 DEFAULT_IG_STEPS = 32
 # What notebook 07 explains and scores under each profile: integrated-gradients steps, and test
 # patients scored per class (0: all). On the 2-core CPU one quick map pair costs about 0.85 s at
@@ -88,7 +87,7 @@ class Attribution:
 
 
 def _log_odds(outputs: dict[str, torch.Tensor], task: str) -> torch.Tensor:
-    logits = outputs[LOGITS[task]].float()
+    logits = outputs[PAPER_TASK[task]].float()
     return logits[:, 1] - logits[:, 0]
 
 

@@ -32,11 +32,6 @@ from tcl.predictions import PREDICTION_COLUMNS, TASKS
 from tcl.stats import check_labels, check_labels_any, check_scores
 from tcl.utils import TclError
 
-# The paper tables' names for our two tasks (tcl.predictions.TASKS): the one place the mapping
-# lives ("grade" in the paper = "high_grade" in predictions.csv).
-PAPER_TASK: dict[str, str] = {"invasion": "invasion", "high_grade": "grade"}
-TASK_FROM_PAPER: dict[str, str] = {paper: ours for ours, paper in PAPER_TASK.items()}
-
 # The paper's eight metrics, in its column order; names match the `metric` column of
 # tcl/reference/paper_table{2,3}.csv.
 PAPER_METRICS: tuple[str, ...] = (

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_curve, roc_curve
 
-from tcl.metrics import TASK_FROM_PAPER
+from tcl.predictions import TASK_FROM_PAPER
 from tcl.report import CONFIG_LABELS
 from tcl.utils import atomic_path
 

@@ -10,6 +10,10 @@ import numpy as np
 
 # Our column names for the two tasks ("grade" in the paper = "high_grade" here).
 TASKS: tuple[str, ...] = ("invasion", "high_grade")
+# The paper's name for each task, which is also the key of its logits in the networks' outputs
+# (tcl.models): the one place the mapping lives.
+PAPER_TASK: dict[str, str] = {"invasion": "invasion", "high_grade": "grade"}
+TASK_FROM_PAPER: dict[str, str] = {paper: ours for ours, paper in PAPER_TASK.items()}
 
 # The paper's rule, the argmax of a two-class softmax: class 1 when its probability exceeds 0.5,
 # so p = 0.5 exactly is class 0. Recorded in model.json and predict.json as text.

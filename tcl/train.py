@@ -73,7 +73,7 @@ from tcl.losses import total_loss
 from tcl.models import build, classifiers
 from tcl.models.cost import run_flops
 from tcl.models.stem import get_stem_impl, resolve_impl
-from tcl.predictions import PREDICTION_COLUMNS, decide
+from tcl.predictions import PAPER_TASK, PREDICTION_COLUMNS, decide
 from tcl.runs import commit_run, record_run, resolve_existing, run_key
 from tcl.runtime import (
     autocast,
@@ -478,7 +478,8 @@ def refit_classifiers(state: TrainingState, data: DrawData, profile: Profile, se
     finally:
         for hook in hooks:
             hook.remove()
-    labels = {"invasion": data.train_invasion, "grade": data.train_high_grade}
+    ours = {"invasion": data.train_invasion, "high_grade": data.train_high_grade}
+    labels = {PAPER_TASK[task]: values for task, values in ours.items()}  # keyed as heads are
     generator = torch.Generator(device=device).manual_seed(seed + 2)
     batch = min(profile.batch_size, n)
     losses: dict[str, float] = {}

@@ -18,9 +18,9 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients
 
-from tcl.explain import LOGITS, integrated_gradients
+from tcl.explain import integrated_gradients
 from tcl.models import build
-from tcl.predictions import TASKS
+from tcl.predictions import PAPER_TASK, TASKS
 
 INPUT_SHAPE = (3, 16, 16, 8)  # [channels, H, W, D]: the smoke profile's network input
 
@@ -41,7 +41,7 @@ def _captum_maps(models: list[torch.nn.Module], volume: np.ndarray, steps: int) 
         for model in models:
 
             def log_odds(inputs: torch.Tensor, model=model, task=task) -> torch.Tensor:
-                logits = model(inputs)[LOGITS[task]].float()
+                logits = model(inputs)[PAPER_TASK[task]].float()
                 return logits[:, 1] - logits[:, 0]  # [N]
 
             total += IntegratedGradients(log_odds).attribute(

@@ -144,7 +144,7 @@ def test_all_runs_trainings_side_by_side_with_one_thread_each_on_cpu():
 
     import torch
 
-    from tcl.config import parallel_plan
+    from tcl.plan import parallel_plan
 
     def plan(*variables: str, flags: tuple[str, ...] = ()) -> list[str]:
         # make -n still runs the recipe that calls $(MAKE), which then only prints; -B: as

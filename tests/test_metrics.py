@@ -13,12 +13,12 @@ from sklearn.metrics import balanced_accuracy_score
 from tcl.metrics import (
     METRICS,
     PAPER_METRICS,
-    PAPER_TASK,
     TASKS,
     run_metrics,
     summarize_draws,
     task_metrics,
 )
+from tcl.predictions import PAPER_TASK
 from tcl.utils import TclError
 
 # 3 positives, 5 negatives. Predicted class = score > 0.5 (argmax of a two-class softmax):
