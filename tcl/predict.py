@@ -1,9 +1,10 @@
 """``python -m tcl predict``: apply saved networks to new patients.
 
 For each patient of a manifest (the usual format; label columns optional) the files are checked
-as ``tcl validate`` checks them and preprocessed by the code that built the training cache
-(:func:`tcl.data.patients.load_patient`, :func:`tcl.data.transforms.preprocess_images`, then the
-cache's float16 precision), with the settings recorded in the model's ``model.json``. The network
+as ``tcl validate`` checks them and preprocessed by the very function that built the training
+cache (:func:`tcl.data.preprocess.load_and_preprocess`: load and check, crop, clip, z-score,
+resize, the cache's float16 precision), with the settings recorded in the model's
+``model.json``. The network
 then gives the two probabilities, and the paper's rule (``p > 0.5``) the classes.
 
 Several ``--model`` folders (e.g. the three draws) are applied to the same inputs and their
@@ -32,8 +33,9 @@ import torch
 from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from tcl.data.manifest import PatientFiles, read_manifest
-from tcl.data.patients import PatientImages, load_patient
-from tcl.data.transforms import crop_box, preprocess_images, square_padding
+from tcl.data.patients import PatientImages
+from tcl.data.preprocess import load_and_preprocess
+from tcl.data.transforms import crop_box, square_padding
 from tcl.explain import DEFAULT_IG_STEPS, explain_patients
 from tcl.inference import predict
 from tcl.parallel import default_workers, map_patients
@@ -41,8 +43,6 @@ from tcl.predictions import DECISION_RULE, PREDICT_COLUMNS, TASKS, decide
 from tcl.runtime import resolve_device
 from tcl.saved import ModelSpec, load_model, read_spec
 from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
-
-CACHE_DTYPE = np.float16  # the training cache's precision: inputs are rounded the same way
 
 
 @dataclass
@@ -101,19 +101,15 @@ def _prepare(
     """Worker: check, load and preprocess one patient (the training cache's code path); with
     the job's last flag, also check that FLAIR-C and ADC lie on the T1C anatomy."""
     files, size, margin, alignment = job
-    problems, loaded = load_patient(files, alignment=alignment)
-    if loaded is None:
-        return problems or [f"patient {files.patient_id}: could not be loaded"], None
-    try:
-        volume = preprocess_images(loaded.images, loaded.roi, size, margin)
-    except ValueError as error:
-        return [f"patient {files.patient_id}: {error} ({files.paths['t1c']})"], None
+    problems, loaded, volume = load_and_preprocess(files, size, margin, alignment)
+    if volume is None or loaded is None:
+        return problems, None
     geometry = input_geometry(loaded, files.paths["t1c"], size, margin)
     notes = list(loaded.warnings) + [
         f"patient {files.patient_id}, {name}: resampled onto the T1C grid ({how})"
         for name, how in loaded.resampled.items()
     ]
-    return [], PreparedPatient(files.patient_id, volume.astype(CACHE_DTYPE), geometry, notes)
+    return [], PreparedPatient(files.patient_id, volume, geometry, notes)
 
 
 def read_patients(manifest: str | os.PathLike) -> tuple[pd.DataFrame, list[PatientFiles]]:

@@ -326,10 +326,10 @@ import tcl.data.preprocess as pre
 mode, marks, pause = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
 load_patient, write_text_atomic = pre.load_patient, pre.write_text_atomic
 
-def slow_load(files):
+def slow_load(files, **options):
     (marks / f"worker-{os.getpid()}").touch()
     time.sleep(pause)
-    return load_patient(files)
+    return load_patient(files, **options)
 
 def slow_publish(path, text):
     if Path(path).name == "index.csv":

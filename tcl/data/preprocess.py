@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from tcl.data.manifest import MODALITIES, PatientFiles, read_csv_text_ids, read_manifest
-from tcl.data.patients import load_patient
+from tcl.data.patients import PatientImages, load_patient
 from tcl.data.transforms import CLIP_RANGE, preprocess_images
 from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, atomic_path, exit_on_sigterm, provenance, write_text_atomic
@@ -40,6 +40,7 @@ from tcl.utils import TclError, atomic_path, exit_on_sigterm, provenance, write_
 # existing cache is rebuilt on the next run.
 # 2: bbox columns in the T1C file's stored voxel grid (were canonical); other grids resampled.
 PREPROCESS_VERSION = "2"
+CACHE_DTYPE = np.float16  # the cache's precision; tcl predict rounds its inputs the same way
 DEFAULT_SIZE = (128, 128, 24)  # H, W, D (paper)
 INDEX_COLUMNS = (
     "row",
@@ -54,20 +55,34 @@ INDEX_COLUMNS = (
 CACHE_FILES = ("volumes.npy", "index.csv", "meta.json")
 
 
+def load_and_preprocess(
+    files: PatientFiles, size: tuple[int, int, int], margin: int, alignment: bool = False
+) -> tuple[list[str], PatientImages | None, np.ndarray | None]:
+    """The one path from a patient's files to the network input, for the training cache and
+    for ``tcl predict`` alike, so that prediction cannot drift from training: load and check
+    (:func:`tcl.data.patients.load_patient`; ``alignment``: with the misregistration check),
+    then :func:`tcl.data.transforms.preprocess_images`, rounded to the cache's
+    ``CACHE_DTYPE``. Returns (problems, the loaded images or None, [3, H, W, D] or None)."""
+    problems, loaded = load_patient(files, alignment=alignment)
+    if loaded is None:
+        return problems or [f"patient {files.patient_id}: could not be loaded"], None, None
+    try:
+        volume = preprocess_images(loaded.images, loaded.roi, size, margin)
+    except ValueError as error:
+        return [f"patient {files.patient_id}: {error} ({files.paths['t1c']})"], loaded, None
+    return [], loaded, volume.astype(CACHE_DTYPE)
+
+
 def _preprocess_patient_resampled(
     job: tuple[PatientFiles, tuple[int, int, int], int],
 ) -> tuple[list[str], np.ndarray | None, dict[str, str]]:
     """Worker: load, check and preprocess one patient → (problems, [3, H, W, D] float16,
     files resampled onto the T1C grid → how)."""
     files, size, margin = job
-    problems, loaded = load_patient(files)
-    if loaded is None:
-        return problems or [f"patient {files.patient_id}: could not be loaded"], None, {}
-    try:
-        volume = preprocess_images(loaded.images, loaded.roi, size, margin)
-    except ValueError as error:
-        return [f"patient {files.patient_id}: {error} ({files.paths['t1c']})"], None, {}
-    return [], volume.astype(np.float16), loaded.resampled
+    problems, loaded, volume = load_and_preprocess(files, size, margin)
+    if volume is None or loaded is None:
+        return problems, None, {}
+    return [], volume, loaded.resampled
 
 
 # ---------------------------------------------------------------------------------------------
@@ -294,7 +309,7 @@ def _build_cache(
     shape = (len(patients), len(MODALITIES), *size)
     resampled: dict[str, dict[str, str]] = {}
     with atomic_path(out / "volumes.npy") as tmp:
-        volumes = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=shape)
+        volumes = np.lib.format.open_memmap(tmp, mode="w+", dtype=CACHE_DTYPE, shape=shape)
         results = map_patients(
             _preprocess_patient_resampled,
             jobs,
