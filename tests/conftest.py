@@ -16,24 +16,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# The longest test files, run first: pytest-xdist's --dist loadfile hands files to its workers
-# in collection order, and a long file that starts last leaves the other worker idle at the end
-# (the Slurm pipeline alone takes about 3 minutes). The order of tests within a file is kept.
-LONGEST_FIRST = ("test_slurm.py", "test_documents.py", "test_register.py", "test_predict.py")
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test that reads ../shared/data is marked ``real_data`` (tests/README.md); the
-    longest files come first (:data:`LONGEST_FIRST`)."""
+    """Every test that reads ../shared/data is marked ``real_data`` (tests/README.md)."""
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
-
-    def rank(item: pytest.Item) -> int:
-        name = item.path.name
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    items.sort(key=rank)  # stable: the order within a file and among the rest is kept
 
 
 @pytest.fixture(autouse=True, scope="session")
