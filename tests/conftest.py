@@ -245,6 +245,40 @@ def write_rtstruct(
     ds.save_as(path, enforce_file_format=True)
 
 
+# The series descriptions write_dicom_patient gives; import rules such as t1c=*t1* match them.
+DICOM_DESCRIPTIONS = {"t1c": "T1 POST GD", "flairc": "FLAIR POST", "adc": "ADC map"}
+
+
+def write_dicom_patient(
+    images: dict[str, Path],
+    mask: Path,
+    folder: Path,
+    patient_id: str,
+    roi_name: str = "GTV",
+    transposed_adc: bool = True,
+) -> dict[str, float]:
+    """One patient as a DICOM study under ``folder``: the T1C, FLAIR-C and ADC NIfTI files of
+    ``images`` as MR series (:func:`write_dicom_series`; ``transposed_adc``: the ADC with rows
+    and columns swapped, another matrix and orientation) in one frame of reference, and a
+    structure set ``folder``/rs/RS whose ROI ``roi_name`` outlines label 1 of ``mask`` on the
+    T1C series. Returns each sequence's rescale slope."""
+    from pydicom.uid import generate_uid
+
+    frame = generate_uid()
+    slopes, uids = {}, {}
+    for sequence, description in DICOM_DESCRIPTIONS.items():
+        uids[sequence], slopes[sequence] = write_dicom_series(
+            images[sequence],
+            folder / sequence,
+            description,
+            patient_id,
+            frame,
+            transposed=transposed_adc and sequence == "adc",
+        )
+    write_rtstruct(mask, folder / "rs" / "RS", uids["t1c"], frame, roi_name)
+    return slopes
+
+
 def write_seg(mask_nifti: Path, path: Path, series_uid: str, label: str, value: int = 1) -> None:
     """A binary DICOM SEG of ``value`` in ``mask_nifti``, one frame per slice that holds it,
     on the grid of a series written by :func:`write_dicom_series` (not transposed)."""

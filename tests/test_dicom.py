@@ -98,8 +98,7 @@ def round_trip(tmp_path_factory):
     """Three synthetic patients (64 × 56 × 12 voxels) written as DICOM, three MR series each
     (ADC with rows and columns swapped: another matrix and orientation) and a structure set
     outlining the tumour on T1C, then imported back; beside the NIfTI they came from."""
-    from conftest import write_dicom_series, write_rtstruct
-    from pydicom.uid import generate_uid
+    from conftest import write_dicom_patient
 
     from tcl.data import synth
 
@@ -110,22 +109,11 @@ def round_trip(tmp_path_factory):
     table = pd.read_csv(manifest, dtype={"patient_id": str})
     slopes = {}
     for row in table.itertuples():
-        frame = generate_uid()
-        folder = root / "dicom" / row.patient_id / "study"
-        for sequence, description in (("t1c", "T1 POST GD"), ("flairc", "FLAIR POST"),
-                                      ("adc", "ADC map")):  # fmt: skip
-            uid, slopes[row.patient_id, sequence] = write_dicom_series(
-                manifest.parent / getattr(row, sequence),
-                folder / sequence,
-                description,
-                row.patient_id,
-                frame,
-                transposed=sequence == "adc",
-            )
-            if sequence == "t1c":
-                write_rtstruct(
-                    manifest.parent / row.mask, folder / "rs" / "RS", uid, frame, "GTV tumour"
-                )
+        images = {m: manifest.parent / getattr(row, m) for m in ("t1c", "flairc", "adc")}
+        written = write_dicom_patient(images, manifest.parent / row.mask,
+                                      root / "dicom" / row.patient_id / "study", row.patient_id,
+                                      roi_name="GTV tumour")  # fmt: skip
+        slopes.update({(row.patient_id, m): slope for m, slope in written.items()})
     labels = table[["patient_id", "who_grade", "invasion"]]
     labels.to_csv(root / "labels.csv", index=False)
     imported = import_dicom(
@@ -171,6 +159,7 @@ def test_the_dicom_route_gives_the_same_cache_and_predictions(round_trip, tmp_pa
     import torch
 
     from tcl.config import get_profile
+    from tcl.data.patients import roi_of_mask
     from tcl.data.preprocess import load_cache, preprocess_cohort
     from tcl.train import build_model
 
@@ -179,18 +168,10 @@ def test_the_dicom_route_gives_the_same_cache_and_predictions(round_trip, tmp_pa
     for name, source in (("nifti", manifest), ("dicom", imported_manifest)):
         table = pd.read_csv(source, dtype={"patient_id": str})
         table["mask"] = ""  # the box from the tumour mask would differ by the contour's edge
-        box = {}
-        for row in pd.read_csv(manifest, dtype={"patient_id": str}).itertuples():
-            tumour = np.asarray(nib.load(manifest.parent / row.mask).dataobj) > 0
-            xs, ys, zs = np.nonzero(tumour)
-            box[row.patient_id] = (
-                xs.min(),
-                xs.max() + 1,
-                ys.min(),
-                ys.max() + 1,
-                zs.min(),
-                zs.max() + 1,
-            )
+        box = {
+            row.patient_id: roi_of_mask(np.asarray(nib.load(manifest.parent / row.mask).dataobj))
+            for row in pd.read_csv(manifest, dtype={"patient_id": str}).itertuples()
+        }
         for column, k in zip(("x0", "x1", "y0", "y1", "z0", "z1"), range(6), strict=True):
             table[column] = [box[p][k] for p in table.patient_id]
         for column in ("t1c", "flairc", "adc"):

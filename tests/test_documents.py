@@ -49,6 +49,8 @@ SCALE = {
     "--n-patients": [str(SMOKE.n_patients)],
 }
 CLUSTER_ONLY = {"salloc", "export"}
+# results/<profile>-<cohort>/ of the documents: where docs/reproducing.md's commands trained
+RUN_FOLDER = "quick"
 pytestmark = pytest.mark.slow  # a smoke cohort, a training and registrations: about 90 s
 
 
@@ -81,11 +83,11 @@ def command_blocks(document: Path) -> list[tuple[int, list[list[str]]]]:
     return blocks
 
 
-def _at_smoke_scale(words: list[str], run_folder: str) -> list[str]:
+def _at_smoke_scale(words: list[str]) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(words):
-        word = words[i].replace("<profile>-<cohort>", run_folder)
+        word = words[i].replace("<profile>-<cohort>", RUN_FOLDER)
         if word in SCALE:
             values = SCALE[word]
             out += [word, *values]
@@ -106,7 +108,7 @@ def _makefile_variables() -> set[str]:
 def run_command(words: list[str], workspace: Path) -> str:
     """Do what one documented command asks (module docstring); return what was done, for the
     failure messages. Raises AssertionError when the command fails."""
-    words = _at_smoke_scale(words, "quick")
+    words = _at_smoke_scale(words)
     if words[0] == "tcl" or words[:3] == ["python", "-m", "tcl"]:
         args = words[1:] if words[0] == "tcl" else words[3:]
         try:
@@ -158,8 +160,7 @@ def workspace(tmp_path_factory):
     ``path/to/dicom/`` (6 of its patients, 2 of each label group, as DICOM series and
     structure sets), ``labels.csv`` (their labels), ``path/to/manifest.csv`` (2 other patients)
     and ``new_patients.csv`` (3 more), both without labels."""
-    from conftest import write_dicom_series, write_rtstruct
-    from pydicom.uid import generate_uid
+    from conftest import write_dicom_patient
 
     folder = tmp_path_factory.mktemp("documents")
     here = os.getcwd()
@@ -184,14 +185,9 @@ def workspace(tmp_path_factory):
         unlabelled.iloc[0:2].to_csv(folder / "path" / "to" / "manifest.csv", index=False)
         unlabelled.iloc[2:5].to_csv(folder / "new_patients.csv", index=False)
         for row in chosen.itertuples():
-            frame = generate_uid()
-            patient = folder / "path" / "to" / "dicom" / row.patient_id
-            for sequence, description in (("t1c", "T1 POST GD"), ("flairc", "FLAIR POST"),
-                                          ("adc", "ADC map")):  # fmt: skip
-                uid, _ = write_dicom_series(Path(getattr(row, sequence)), patient / sequence,
-                                            description, row.patient_id, frame)  # fmt: skip
-                if sequence == "t1c":
-                    write_rtstruct(Path(row.mask), patient / "rs", uid, frame, "GTV")
+            images = {m: Path(getattr(row, m)) for m in ("t1c", "flairc", "adc")}
+            write_dicom_patient(images, Path(row.mask), folder / "path" / "to" / "dicom" /
+                                row.patient_id, row.patient_id, transposed_adc=False)  # fmt: skip
         chosen[["patient_id", "who_grade", "invasion"]].to_csv(folder / "labels.csv", index=False)
         yield folder, done
     finally:

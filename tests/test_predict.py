@@ -495,33 +495,26 @@ def test_a_patient_imported_from_dicom_gets_the_nifti_routes_prediction(trained,
     the original mask, so only the images differ (the contour's rasterised edge would move the
     box by a voxel). The ADC, stored transposed, is put in T1C's voxel order exactly: no
     resampling warning."""
-    from conftest import write_dicom_series, write_rtstruct
-    from pydicom.uid import generate_uid
+    from conftest import write_dicom_patient
 
     from tcl.data.dicom import import_dicom
     from tcl.data.manifest import BBOX_COLUMNS
+    from tcl.data.patients import roi_of_mask
 
     source = trained["test"]
     table = pd.read_csv(source, dtype=str, keep_default_na=False).head(3)
     for row in table.itertuples():
-        frame = generate_uid()
-        folder = tmp_path / "dicom" / row.patient_id
-        for sequence, description in (("t1c", "T1 POST GD"), ("flairc", "FLAIR POST"),
-                                      ("adc", "ADC map")):  # fmt: skip
-            uid, _ = write_dicom_series(source.parent / getattr(row, sequence),
-                                        folder / sequence, description, row.patient_id, frame,
-                                        transposed=sequence == "adc")  # fmt: skip
-            if sequence == "t1c":
-                write_rtstruct(source.parent / row.mask, folder / "rs", uid, frame, "GTV")
+        images = {m: source.parent / getattr(row, m) for m in ("t1c", "flairc", "adc")}
+        write_dicom_patient(images, source.parent / row.mask, tmp_path / "dicom" / row.patient_id,
+                            row.patient_id)  # fmt: skip
     imported = import_dicom(
         tmp_path / "dicom", tmp_path / "imported",
         series=["t1c=*t1*", "flairc=*flair*", "adc=adc*"], roi="gtv", workers=1,
     )  # fmt: skip
-    boxes = {}
-    for row in table.itertuples():
-        xs, ys, zs = np.nonzero(np.asarray(nib.load(source.parent / row.mask).dataobj) > 0)
-        boxes[row.patient_id] = (xs.min(), xs.max() + 1, ys.min(), ys.max() + 1, zs.min(),
-                                 zs.max() + 1)  # fmt: skip
+    boxes = {
+        row.patient_id: roi_of_mask(np.asarray(nib.load(source.parent / row.mask).dataobj))
+        for row in table.itertuples()
+    }
     outputs = []
     for name, rows, folder in (("nifti", table, source.parent),
                                ("dicom", imported, tmp_path / "imported")):  # fmt: skip

@@ -38,9 +38,8 @@ from tcl.data.patients import bbox_problem, degenerate_problem, duplicate_proble
 from tcl.data.qc import qc_page
 from tcl.data.register import (
     FULL,
-    OFFSET_DEG,
-    OFFSET_MM,
     Settings,
+    misregistered,
     offset_of,
     register_rigid,
     roi_centre,
@@ -329,9 +328,10 @@ def main(args: argparse.Namespace) -> int:
     if args.qc is not None:  # the same patients before and after, as validate --qc draws them
         # Before: flagged where registration moved a series beyond validate's misregistration
         # thresholds (its own measurement, so no second registration is needed to tell).
-        moved = series[(series["offset_mm"] > OFFSET_MM) | (series["rotation_deg"] > OFFSET_DEG)]
         before: dict[str, list[str]] = {}
-        for row in moved.itertuples():
+        for row in series.itertuples():
+            if not misregistered(row.offset_mm, row.rotation_deg):
+                continue
             before.setdefault(str(row.patient_id), []).append(
                 f"patient {row.patient_id}, {row.series}: misregistered, registration moved it "
                 f"by {row.offset_mm:.1f} mm and {row.rotation_deg:.1f}°"

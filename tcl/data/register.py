@@ -36,6 +36,12 @@ OFFSET_MM = 4.0
 OFFSET_DEG = 3.0
 
 
+def misregistered(shift_mm: float, angle_deg: float) -> bool:
+    """Whether a series that registration moves by ``shift_mm`` and ``angle_deg`` counts as
+    misregistered (beyond :data:`OFFSET_MM` or :data:`OFFSET_DEG`)."""
+    return shift_mm > OFFSET_MM or angle_deg > OFFSET_DEG
+
+
 def rigid_matrix(
     rotation_deg: tuple[float, float, float],
     translation_mm: tuple[float, float, float],
@@ -112,9 +118,7 @@ def misregistration(
     if found.mi_after <= found.mi_before:
         return None
     shift, angle = offset_of(found.matrix, centre)
-    if shift > OFFSET_MM or angle > OFFSET_DEG:
-        return shift, angle
-    return None
+    return (shift, angle) if misregistered(shift, angle) else None
 
 
 # ----------------------------------------------------------------------------- SimpleITK bridge
