@@ -2,6 +2,8 @@
 #
 #   make all            environment, data, 27 trainings, evaluation, every notebook, table and figure
 #   make test           pytest, then the whole pipeline with PROFILE=smoke (the test command CI runs)
+#   make data           only the cohort, its cache and its draws (what notebook 01 asks for when
+#                       they are missing)
 #   make env            only build .venv/ (torch 2.13 + requirements.lock + this package)
 #   make lock           regenerate requirements.lock from pyproject.toml (uv)
 #
@@ -15,7 +17,7 @@
 #   JOBS=auto|N  THREADS=auto|k      N trainings at once, k CPU threads each; auto: one thread per
 #                                    training and one training per core (up to 4) on CPU; on CUDA
 #                                    two side by side (half the cores each) on a card of 32 GiB or
-#                                    more, else one on all cores (tcl.plan.parallel_plan)
+#                                    more, else one on all cores (tcl.pipeline.plan.parallel_plan)
 #   make -j N all THREADS=k          the same with make's own job slots (k·N ≤ cores)
 #   make -j N all GPUS=0,1,...       N trainings in parallel, each on a GPU of the list to itself
 #   SAVE_WEIGHTS="efmt mmoe" | all   also keep these networks (proposed is always kept)
@@ -40,7 +42,7 @@ PROFILE ?= auto
 DATA    ?=
 # CPU threads per training; 0 = all cores. `make all` chooses when not given (see JOBS).
 THREADS ?= 0
-# Trainings at once under `make all`: auto = tcl.plan.parallel_plan (2 × 1 thread on 2 cores).
+# Trainings at once under `make all`: auto = tcl.pipeline.plan.parallel_plan (2 × 1 thread on 2 cores).
 JOBS    ?= auto
 # The draws trained and evaluated; splits.json always holds all three.
 DRAWS   ?= 0 1 2
@@ -48,7 +50,7 @@ DRAWS   ?= 0 1 2
 # results/<profile>-seed<N> and figures/<profile>-seed<N> and leaves the README alone.
 SEED    ?=
 ACCEPT_MISREGISTRATION ?=
-# GPU ids the trainings share out, one per training at a time (tcl.notebooks --gpus); empty =
+# GPU ids the trainings share out, one per training at a time (tcl.pipeline.run_notebook --gpus); empty =
 # every training sees all GPUs and uses the first.
 GPUS    ?=
 # A command that runs a training elsewhere, e.g. "srun --gres=gpu:1 --cpus-per-task=8": make
@@ -61,7 +63,7 @@ LAUNCH_CPU ?=
 # predict); the proposed one always is (06 and 07 use it). At paper width a network is 0.8 GB.
 SAVE_WEIGHTS ?=
 
-# The instruction sets the CPU kernels may use; tcl.train records the ones used in run.json.
+# The instruction sets the CPU kernels may use; tcl.training.train records the ones used in run.json.
 CPU_ISA ?= native
 ifeq ($(CPU_ISA),avx2)
   export ATEN_CPU_CAPABILITY := avx2
@@ -77,7 +79,7 @@ ifneq ($(or $(filter-out $(ALL_DRAWS),$(DRAWS)),$(if $(strip $(DRAWS)),,empty)),
 $(error DRAWS must list draws among $(ALL_DRAWS) (splits.json holds three), got '$(DRAWS)')
 endif
 
-.PHONY: all pipeline env lock test lint clean-env announce FORCE gpu-check gpu-wheels
+.PHONY: all data cohort pipeline env lock test lint clean-env announce FORCE gpu-check gpu-wheels
 
 # ---------------------------------------------------------------- environment
 env: $(VENV)/.installed
@@ -118,16 +120,24 @@ lock:
 # (auto needs torch to look for CUDA). A THREADS or make -j given by the user is kept.
 THREADS_GIVEN = $(if $(filter command line environment,$(origin THREADS)),$(THREADS),auto)
 all: env
-	@plan=$$($(PYTHON) -m tcl.plan plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS" $(if $(strip $(LAUNCH)),--launched)) || exit 1; \
+	@plan=$$($(PYTHON) -m tcl.pipeline.plan plan $(PROFILE) $(JOBS) $(THREADS_GIVEN) "$$MAKEFLAGS" $(if $(strip $(LAUNCH)),--launched)) || exit 1; \
 	read profile jobs threads jflag <<< "$$plan"; \
 	echo "tcl: $$jobs training(s) at once, $$threads CPU thread(s) each (0 = all cores)$(if $(strip $(LAUNCH)), through: $(LAUNCH))"; \
 	$(MAKE) --no-print-directory $$([ "$$jflag" = - ] || echo $$jflag) pipeline PROFILE=$$profile THREADS=$$threads DATA="$(DATA)" DRAWS="$(DRAWS)" SEED="$(SEED)"
 
+# The data steps alone; notebook 01 runs this when it is opened on a cohort not yet built, so
+# that the steps and their settings live here only.
+data: env
+	@plan=$$($(PYTHON) -m tcl.pipeline.plan plan $(PROFILE) auto auto "") || exit 1; \
+	read profile _ <<< "$$plan"; \
+	$(MAKE) --no-print-directory cohort PROFILE=$$profile DATA="$(DATA)"
+
 # The suite on every core (pytest-xdist), each test file on one worker so that its module
-# fixtures (a trained network, a registered cohort) are built once: 7.3 min instead of about 15
-# on 2 cores. `python -m pytest tests/test_x.py` alone runs serially as usual.
+# fixtures (a registered cohort, say) are built once, and the files that share a session fixture
+# (the trained network) on one worker too (tests/conftest.py groups them). `python -m pytest
+# tests/x/test_y.py` alone runs serially as usual.
 test: env
-	$(PYTHON) -m pytest -q -n auto --dist loadfile
+	$(PYTHON) -m pytest -q -n auto --dist loadgroup
 	$(MAKE) --no-print-directory -j2 pipeline PROFILE=smoke THREADS=1
 
 lint: env
@@ -138,7 +148,7 @@ clean-env:
 	rm -rf $(VENV)
 
 # ---------------------------------------------------------------- the pipeline (PROFILE resolved)
-ifneq ($(filter pipeline announce,$(MAKECMDGOALS)),)
+ifneq ($(filter pipeline announce cohort,$(MAKECMDGOALS)),)
 ifeq ($(PROFILE),auto)
 $(error pipeline needs a resolved PROFILE; run `make all`)
 endif
@@ -167,11 +177,15 @@ CACHE     := data/$(COHORT)/$(SIZE_NAME)
 SPLITS    := data/$(COHORT)/splits.json
 # Your own cohort's outputs sit beside the synthetic ones instead of replacing them.
 RESULTS   := results/$(PROFILE)$(if $(DATA),-$(COHORT))$(if $(SEED),-seed$(SEED))
-RUNS      := $(RESULTS)/runs
+# A run's folder and the file that marks it complete are tcl.training.runs's to say:
+# $(call run_file,CONFIG,DRAW) is that file.
+RUN_FILE  := $(shell $(PYTHON) -m tcl.training.runs make-pattern)
+run_file   = $(RESULTS)/$(subst @draw@,$(2),$(subst @config@,$(1),$(RUN_FILE)))
+RUNS      := $(RESULTS)/$(firstword $(subst /, ,$(RUN_FILE)))
 NBOUT     := $(RESULTS)/notebooks
 EVAL      := $(RESULTS)/evaluation
 FIGURES   := figures/$(PROFILE)$(if $(DATA),-$(COHORT))$(if $(SEED),-seed$(SEED))
-NOTEBOOK  := $(PYTHON) -m tcl.notebooks
+NOTEBOOK  := $(PYTHON) -m tcl.pipeline.run_notebook
 QUIET     := $(if $(filter smoke,$(PROFILE)),--quiet)  # no progress bars in test logs
 # Notebooks run in notebooks/: a relative path gets ../ in front, an absolute one (DATA=/...) not.
 from_notebooks = $(if $(filter /%,$(1)),$(1),../$(1))
@@ -179,15 +193,16 @@ COMMON    := -p profile $(PROFILE) -p cohort $(COHORT) -p manifest $(call from_n
              -p cache ../$(CACHE) -p splits ../$(SPLITS) -p results ../$(RESULTS) \
              -p figures ../$(FIGURES)
 # The modules each step imports (tests/test_makefile.py checks that none is missing): editing
-# one reruns the steps that run it. Every step reads tcl/utils.py and the p > 0.5 rule.
-DATA_SOURCES  := $(wildcard tcl/data/*.py) tcl/parallel.py
-SHARED_SOURCES := tcl/utils.py tcl/predictions.py
-TRAIN_SOURCES := $(SHARED_SOURCES) tcl/train.py tcl/runtime.py tcl/checkpoints.py tcl/inference.py tcl/runs.py tcl/data/draw.py tcl/losses.py tcl/config.py tcl/saved.py $(wildcard tcl/augment.py tcl/models/*.py)
+# one reruns the steps that run it. Every step reads tcl/utils.py, the p > 0.5 rule and the run
+# folder layout.
+DATA_SOURCES  := $(wildcard tcl/data/*.py tcl/synthetic/__init__.py tcl/synthetic/cohort.py) tcl/parallel.py
+SHARED_SOURCES := tcl/utils.py tcl/tasks.py tcl/training/__init__.py tcl/training/runs.py
+TRAIN_SOURCES := $(SHARED_SOURCES) $(wildcard tcl/training/*.py tcl/models/*.py) tcl/data/draw.py tcl/config.py tcl/application/__init__.py tcl/application/saved.py
 SAVED_CONFIGS := proposed $(if $(filter all,$(SAVE_WEIGHTS)),$(CONFIGS),$(SAVE_WEIGHTS))
-EVAL_SOURCES  := $(SHARED_SOURCES) tcl/metrics.py tcl/stats.py tcl/evaluate.py tcl/report.py tcl/plots.py tcl/chapters.py
-RUN_TARGETS   := $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(RUNS)/$(c)/draw$(d)/predictions.csv))
-RADIOMICS_SOURCES := $(SHARED_SOURCES) tcl/radiomics.py tcl/ibsi.py
-RADIOMICS     := $(foreach d,$(DRAWS),$(RUNS)/radiomics/draw$(d)/predictions.csv)
+EVAL_SOURCES  := $(SHARED_SOURCES) $(wildcard tcl/evaluation/*.py) tcl/pipeline/__init__.py tcl/pipeline/chapters.py
+RUN_TARGETS   := $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(call run_file,$(c),$(d))))
+RADIOMICS_SOURCES := $(SHARED_SOURCES) $(wildcard tcl/radiomics/*.py)
+RADIOMICS     := $(foreach d,$(DRAWS),$(call run_file,radiomics,$(d)))
 REPORTS       := $(foreach n,01_data 03_comparison 04_ablation 05_significance 06_representations 07_predict_explain,$(NBOUT)/$(n).ipynb)
 endif
 
@@ -200,6 +215,8 @@ pipeline: announce $(REPORTS)
 	$(PYTHON) -m tcl report compare README.md $(FIGURES) $(PROFILE) --runs $(RUNS)$(if $(SKIP_COMPARE), --skip "$(SKIP_COMPARE)")
 	$(if $(or $(DATA),$(SEED),$(filter smoke,$(PROFILE)),$(filter-out $(DRAWS),$(ALL_DRAWS))),,$(PYTHON) -m tcl report readme README.md $(FIGURES) $(PROFILE) $(EVAL))
 	@echo "tcl: done — profile $(PROFILE); tables and figures in $(FIGURES)/, notebooks in $(NBOUT)/"
+
+cohort: announce $(CACHE)/meta.json $(SPLITS)
 
 announce:
 	@echo "tcl: profile $(PROFILE) (input $(SIZE_NAME)); cohort $(COHORT) from $(MANIFEST)$(if $(DATA),, [synthetic]); draws $(DRAWS)"
@@ -218,12 +235,12 @@ $(CACHE)/meta.json: $(MANIFEST) $(DATA_SOURCES)
 $(SPLITS): $(MANIFEST) tcl/data/splits.py
 	$(PYTHON) -m tcl splits --manifest $(MANIFEST) --out $@ --draws 3 --seed 666
 
-$(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) tcl/report.py tcl/plots.py tcl/chapters.py tcl/ceilings.py
+$(NBOUT)/01_data.ipynb: notebooks/01_data.ipynb $(CACHE)/meta.json $(SPLITS) $(EVAL_SOURCES) tcl/synthetic/ceilings.py
 	$(NOTEBOOK) $< $@ $(COMMON)
 
 # One training notebook per configuration and draw; the run's predictions.csv is the target.
 define TRAIN_RULE
-$(RUNS)/$(1)/draw$(2)/predictions.csv: notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
+$(call run_file,$(1),$(2)): notebooks/02_train.ipynb $(CACHE)/meta.json $(SPLITS) $(TRAIN_SOURCES)
 	$(call launched,$(LAUNCH),tcl-$(PROFILE)-$(1)-draw$(2)) $(NOTEBOOK) $$< $(NBOUT)/02_train_$(1)_draw$(2).ipynb $(if $(GPUS),--gpus $(GPUS)) $(COMMON) -p config $(1) -p draw $(2) $(if $(SEED),-p seed $(SEED)) -p threads $(THREADS) -p retrain True -p save_weights $(if $(filter $(1),$(SAVED_CONFIGS)),True,False)
 endef
 $(foreach c,$(CONFIGS),$(foreach d,$(DRAWS),$(eval $(call TRAIN_RULE,$(c),$(d)))))
@@ -244,7 +261,7 @@ $(NBOUT)/0%.ipynb: notebooks/0%.ipynb $(EVAL)/metrics_summary.csv $(NBOUT)/01_da
 	$(NOTEBOOK) $< $@ $(COMMON) $(NOTEBOOK_ARGS)
 
 # the saved network applied to raw files: also rerun when prediction or explanation changes
-$(NBOUT)/07_predict_explain.ipynb: tcl/predict.py tcl/explain.py tcl/saved.py
+$(NBOUT)/07_predict_explain.ipynb: $(wildcard tcl/application/*.py)
 
 # ---------------------------------------------------------------- GPU check (issue 10)
 # gpu-wheels: the wheels that a GPU machine without network lacks (nibabel, papermill, the

@@ -1,8 +1,8 @@
 """``python -m tcl VERB [options]``: the command line of every verb, in one place.
 
 The developer tools under ``tcl/perf/`` (``python -m tcl.perf.learning`` and the like) and
-the notebook runner make calls (``python -m tcl.notebooks``) keep their own parsers: they are
-not verbs a user of the artifact runs.
+the notebook runner make calls (``python -m tcl.pipeline.run_notebook``) keep their own parsers:
+they are not verbs a user of the artifact runs.
 
 Every verb's options and the verb table live here; what a verb does lives in its module, as a
 ``main(args)`` that receives the parsed options and returns the exit status. A verb's parser
@@ -241,7 +241,7 @@ def _predict_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="DIR",
         help="also write DIR/<patient>/{invasion,high_grade}.nii.gz and overview.png "
-        "(integrated gradients; see tcl.explain)",
+        "(integrated gradients; see tcl.application.explain)",
     )
     parser.add_argument(
         "--ig-steps", type=int, default=None, help="integrated-gradients steps (default 32)"
@@ -393,7 +393,7 @@ def _report_options(parser: argparse.ArgumentParser) -> None:
 
 VERBS = {
     "synth": Verb(
-        "tcl.data.synth:main",
+        "tcl.synthetic.cohort:main",
         "write a synthetic cohort (NIfTI + manifest.csv)",
         "Write a synthetic meningioma cohort.",
         _synth_options,
@@ -418,7 +418,7 @@ VERBS = {
         _validate_options,
     ),
     "register": Verb(
-        "tcl.data.coregister:main",
+        "tcl.data.register:main",
         "register FLAIR-C and ADC rigidly onto T1C (raw series that are not co-registered)",
         (
             "Register FLAIR-C and ADC of every patient rigidly onto its T1C (mutual "
@@ -444,14 +444,14 @@ VERBS = {
         _splits_options,
     ),
     "ceilings": Verb(
-        "tcl.ceilings:main",
+        "tcl.synthetic.ceilings:main",
         "the AUC a learner could reach at best on a synthetic cohort, per task",
         "The AUC ceilings of a synthetic cohort's tasks (Bayes on the latent "
         "factors, logistic regression on the factors, on every sign, on the shared signs).",
         _ceilings_options,
     ),
     "radiomics": Verb(
-        "tcl.radiomics:main",
+        "tcl.radiomics.reference:main",
         "hand-crafted features + logistic regression reference",
         "Hand-crafted features + logistic regression (the radiomics reference row).",
         _radiomics_options,
@@ -464,21 +464,21 @@ VERBS = {
         _import_dicom_options,
     ),
     "ibsi": Verb(
-        "tcl.ibsi:main",
+        "tcl.radiomics.ibsi:main",
         "radiomics features against the IBSI digital phantom's reference values",
         "Compute every IBSI feature tcl implements on the IBSI 1 digital phantom and compare "
         "each with its reference value and tolerance; exit 1 if any fails.",
         _ibsi_options,
     ),
     "train": Verb(
-        "tcl.train:main",
+        "tcl.training.train:main",
         "train one configuration on one draw",
         "Train one configuration on one draw; write predictions.csv, history.csv, "
         "run.json into --out. Rerunning the same command resumes an interrupted run.",
         _train_options,
     ),
     "predict": Verb(
-        "tcl.predict:main",
+        "tcl.application.predict:main",
         "apply saved networks to new patients (probabilities, classes, explanation maps)",
         "Apply saved networks (tcl train --save-weights) to the patients of a "
         "manifest (labels optional): probabilities, the paper's classes (p > 0.5), and with "
@@ -493,14 +493,14 @@ VERBS = {
         _bench_options,
     ),
     "evaluate": Verb(
-        "tcl.evaluate:main",
+        "tcl.evaluation.evaluate:main",
         "metrics, paper comparison and DeLong tests over runs",
         "Metrics per draw, mean ± SD with the paper's values, and DeLong tests of "
         "proposed vs each configuration, from RUNS_DIR/<config>/draw<K>/predictions.csv.",
         _evaluate_options,
     ),
     "report": Verb(
-        "tcl.reproduction:main",
+        "tcl.pipeline.reproduction:main",
         "write the README's results block, or compare a run's tables with it (make runs both)",
         "readme: write the results block of README.md from FIGURES; compare: say whether "
         "FIGURES' Tables 2-3 agree with the README's as committed (same profile).",

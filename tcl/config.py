@@ -5,7 +5,7 @@ augmentation). ``paper`` is the paper's protocol (docs/paper.md); ``quick``
 shrinks it so all 27 trainings fit in about 45 minutes on a 2-core CPU; ``smoke`` runs in
 seconds for tests.
 A *configuration* is one of the nine trained networks of Tables 2 and 3.
-How ``make all`` spreads the trainings over the machine is :mod:`tcl.plan`.
+How ``make all`` spreads the trainings over the machine is :mod:`tcl.pipeline.plan`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class Profile:
     weight_decay: float = 1e-3
     dropout: float = 0.5
     warmup_epochs: int = 5  # linear warm-up: epoch e < warmup_epochs trains at lr·(e+1)/warmup
-    step_size: int = 5  # then StepLR: ×gamma every step_size epochs (see tcl.train.lr_at_epoch)
+    step_size: int = (
+        5  # then StepLR: ×gamma every step_size epochs (see tcl.training.train.lr_at_epoch)
+    )
     gamma: float = 0.8
     zero_lr_epochs: int = 0  # leading epochs at LR 0; 2 reproduces the released schedule as run
     contrastive_from_epoch: int = 30  # 0-based epoch at which L_con switches on
@@ -45,12 +47,12 @@ class Profile:
     crop_min: int = 100  # smallest in-plane crop side in voxels of size[0] (100 of 128 = paper)
     seed: int = 666
     # Optimiser steps for each task's classifier alone after the last epoch, on the trained
-    # network's features of the training patients (tcl.train.refit_classifiers); 0 = none, as
-    # in the paper. Why the CPU profiles take some: see QUICK.
+    # network's features of the training patients (tcl.training.train.refit_classifiers); 0 = none,
+    # as in the paper. Why the CPU profiles take some: see QUICK.
     head_steps: int = 0
-    # Minutes of training between resumable checkpoints (tcl.checkpoints.CheckpointPolicy); a run
-    # also checkpoints when it receives SIGTERM or SIGINT, then stops. Not part of a run's key:
-    # when a run saves its state does not change what it computes (resumes are exact on CPU).
+    # Minutes of training between resumable checkpoints (tcl.training.checkpoints.CheckpointPolicy);
+    # a run also checkpoints when it receives SIGTERM or SIGINT, then stops. Not part of a run's
+    # key: when a run saves its state does not change what it computes (resumes are exact on CPU).
     checkpoint_minutes: float = field(default=15.0, metadata={"in_key": False})
     n_patients: int = 800  # size of the synthetic cohort this profile builds
     synth_shape: tuple[int, int, int] = (256, 256, 24)  # its raw volumes (paper: 256×256×24)
@@ -61,8 +63,8 @@ class Profile:
 
     def key_dict(self) -> dict[str, object]:
         """The settings that can change a run's results: :meth:`to_dict` without the fields
-        marked ``in_key: False`` (the checkpoint interval). tcl.train compares this part of two
-        runs' settings to decide whether a finished run or a checkpoint is the same run."""
+        marked ``in_key: False`` (the checkpoint interval). tcl.training.train compares this part of
+        two runs' settings to decide whether a finished run or a checkpoint is the same run."""
         out = self.to_dict()
         for f in fields(self):
             if not f.metadata.get("in_key", True):
@@ -77,10 +79,10 @@ class Profile:
             )
 
 
-# paper: every setting of docs/paper.md. Two choices are ours, both documented in tcl.train:
-# the LR schedule drops the released run's two leading zero-LR epochs (zero_lr_epochs=2 restores
-# them), and L_con switches on at 0-based epoch 30 ("after 30 epochs", the paper's words; the
-# released code's 1-based "epoch 30" would be 0-based 29).
+# paper: every setting of docs/paper.md. Two choices are ours, both documented in
+# tcl.training.train: the LR schedule drops the released run's two leading zero-LR epochs
+# (zero_lr_epochs=2 restores them), and L_con switches on at 0-based epoch 30 ("after 30 epochs",
+# the paper's words; the released code's 1-based "epoch 30" would be 0-based 29).
 # Checkpoints every 15 minutes: a paper run takes about 80 s of training on an H200 (no periodic
 # checkpoint at all: its 2.5 GB cost 3 s each, and 19 of them were a third of the run), and 9 to
 # 35 hours on the 2-core CPU, where a 2.5 GB write every 15 minutes costs well under 1 % and a
@@ -109,7 +111,7 @@ PAPER = Profile(name="paper")
 # A third departure, because 84 steps do not train the classifiers to the end:
 # - head_steps 516: after the last epoch, each task's classifier (the layers that turn the
 #   task's feature vector into its logits) trains alone for 516 more steps on the trained
-#   network's features of the training patients (tcl.train.refit_classifiers), so that the
+#   network's features of the training patients (tcl.training.train.refit_classifiers), so that the
 #   classifiers get the paper's 600 steps in all. Same optimiser, LR, weight decay, batch and
 #   dropout; no class weighting or resampling; the network below them does not change, so
 #   the AUCs barely move, but the probabilities the p > 0.5 rule reads do. It costs 1–2 s.
@@ -136,8 +138,8 @@ PAPER = Profile(name="paper")
 # 0.92 grade after 4 epochs while the test grade AUC stays at 0.70-0.77. They fail to
 # generalise on grade: among the non-invasive patients alone (high grade without invasion
 # against low grade, where invasion's signs cannot stand in for grade's own) the test AUC is
-# 0.62-0.73 against 0.82 for the input yardstick (tcl.ceilings, input_lr), while the training
-# patients of that kind are memorised (0.94-0.99). Grade is learnt from invasion's and the
+# 0.62-0.73 against 0.82 for the input yardstick (tcl.synthetic.ceilings, input_lr), while the
+# training patients of that kind are memorised (0.94-0.99). Grade is learnt from invasion's and the
 # shared factor's signs, which the training set rewards (44 of its 69 high-grade patients are
 # invasive, 18 of 79 in the test set); notebook 06 finds the grade factor G in none of the
 # proposed network's features (R² ≤ 0.02). Final test AUC invasion / grade of single runs

@@ -116,7 +116,7 @@ PROVENANCE_PACKAGES = (
     "nibabel",
     "scikit-learn",
     "statsmodels",
-    "SimpleITK",  # registration onto T1C (tcl.data.register)
+    "SimpleITK",  # registration onto T1C (tcl.data.registration)
 )
 
 
@@ -218,8 +218,8 @@ class StopSignals:
     A SIGTERM that follows the first within ``SAME_REQUEST_S`` is that same request, not a
     second one: a scheduler stopping a job (Slurm's ``scancel``, a time limit, preemption)
     signals every process of the job, so a notebook's kernel receives Slurm's SIGTERM and the
-    one tcl.notebooks passes on to it, milliseconds apart. A person who means it sends the
-    second signal later, or presses Ctrl-C (SIGINT), which always counts.
+    one tcl.pipeline.run_notebook passes on to it, milliseconds apart. A person who means it sends
+    the second signal later, or presses Ctrl-C (SIGINT), which always counts.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)

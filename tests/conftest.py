@@ -1,6 +1,6 @@
 """Shared fixtures: a tiny cohort written with nibabel directly, and the real test data.
 
-The cohort does not use the synthetic generator (tcl.data.synth), so the manifest, validation
+The cohort does not use the synthetic generator (tcl.synthetic.cohort), so the manifest, validation
 and preprocessing tests check those modules alone.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -16,12 +17,22 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tcl.config import get_profile
+from tcl.synthetic.cohort import synthesize_cohort
+from tcl.training.train import train_run
 
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test that reads ../shared/data is marked ``real_data`` (tests/README.md)."""
+    """Every test that reads ../shared/data is marked ``real_data``; every test not in an xdist
+    group of its own is in its file's, so that ``--dist loadgroup`` keeps a file on one worker
+    (its module fixtures built once) and files that share a session fixture, marked with one
+    group, on one worker too (tests/README.md)."""
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -125,6 +136,14 @@ def write_tiny_cohort(root: Path, patients=TINY_PATIENTS) -> Path:
     return manifest
 
 
+def edit_manifest(manifest: Path, edit) -> None:
+    """Apply ``edit(table)`` (a DataFrame of the CSV text) and write the manifest back."""
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    edited = edit(table)
+    table = table if edited is None else edited
+    table.to_csv(manifest, index=False)
+
+
 @pytest.fixture
 def tiny_cohort(tmp_path: Path) -> Path:
     """Path of the manifest of a fresh four-patient cohort (40×40×8 volumes, box tumours)."""
@@ -132,6 +151,23 @@ def tiny_cohort(tmp_path: Path) -> Path:
 
 
 # --- DICOM, written from NIfTI, for the import-dicom round trip ------------------------------
+
+
+def move_header(path: Path, displacement: np.ndarray) -> None:
+    """Rewrite ``path`` so that its content lies at ``displacement`` x instead of x (the voxels
+    stay, the affine moves), as a series planned on another slab or after motion."""
+    image = nib.load(str(path))
+    affine = displacement @ image.affine
+    moved = nib.Nifti1Image(np.asanyarray(image.dataobj), affine, header=image.header)
+    moved.set_sform(affine, code=1)
+    moved.set_qform(affine, code=1)
+    nib.save(moved, str(path))
+
+
+# The real patient's raw series (tcga-fg-6692, from the shared_data fixture): its lesion in T1C
+# voxels as stored (its README): x 55–115, y 125–190, z 13–21.
+REAL_BOX = (55, 115, 125, 190, 13, 21)
+
 
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -395,7 +431,7 @@ def run_labels(draw: int) -> pd.DataFrame:
 def write_run(runs: Path, config: str, draw: int) -> Path:
     rng = np.random.default_rng([list(RUN_NOISE).index(config), draw])
     table = run_labels(draw)
-    for task in ("invasion", "high_grade"):  # tcl.predictions.TASKS
+    for task in ("invasion", "high_grade"):  # tcl.tasks.TASKS
         noise = rng.normal(0, RUN_NOISE[config] * 2, RUN_TEST_PATIENTS)
         score = 1 / (1 + np.exp(-(2 * table[task] - 1 + noise)))
         table[f"p_{task}"] = score
@@ -419,3 +455,96 @@ def write_runs_tree(root: Path) -> Path:
         write_run(runs, "mmoe", draw)
     (runs / "notes").mkdir()  # not a configuration: ignored, listed in provenance
     return runs
+
+
+# ---------------------------------------------------------------------------- smoke trainings
+SMOKE = get_profile("smoke")
+
+
+def write_tiny_splits(path: Path, cache: Path, n_draws: int = 2) -> Path:
+    """Draws of half the cohort for training (every class represented), half for testing."""
+    index = pd.read_csv(cache / "index.csv", dtype={"patient_id": str})
+    draws = []
+    for k in range(n_draws):
+        ids = index["patient_id"].tolist()
+        train = sorted(ids[k % 2 :: 2])
+        draws.append({"train": train, "test": sorted(set(ids) - set(train))})
+    path.write_text(json.dumps({"draws": draws}))
+    return path
+
+
+# Four epochs of three steps (12 training patients, batch 4), so that a checkpoint can fall in
+# the middle of an epoch; no periodic checkpoint unless a test asks for one.
+LONGER = replace(SMOKE, epochs=4, batch_size=4, checkpoint_minutes=60.0)
+
+
+STEPS_PER_EPOCH = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_draws(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny cache at the smoke size and its splits file: (cache, splits.json)."""
+    root = tmp_path_factory.mktemp("cohort")
+    cache = write_tiny_cache(root / "cache", n_patients=24, size=SMOKE.size)
+    return cache, write_tiny_splits(root / "splits.json", cache)
+
+
+def train_tiny(
+    draws: tuple[Path, Path], out: Path, config: str = "proposed", profile=SMOKE, **kwargs
+) -> Path:
+    """``config`` trained on draw 0 of ``draws`` (:func:`tiny_draws`) into ``out``."""
+    cache, splits = draws
+    # One thread: on a shared 2-core machine a second OpenMP thread mostly spins (see
+    # tcl.training.runtime.configure_backend); results are bit-reproducible for a given thread
+    # count.
+    kwargs.setdefault("threads", 1)
+    return train_run(config, 0, profile, cache, splits, out, device="cpu", quiet=True, **kwargs)
+
+
+def read_run_predictions(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "predictions.csv", dtype={"patient_id": str})
+
+
+# ---------------------------------------------------------------------------- a trained network
+N_PATIENTS = 40
+SYNTH_SHAPE = (48, 48, 12)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A small synthetic cohort (with sign maps), its smoke cache and draws, and the proposed
+    network trained on draws 0 and 1 with saved weights. Built once per xdist worker: the
+    files that use it share the xdist group ``trained-network`` (tests/README.md)."""
+    from tcl.data.manifest import read_manifest
+    from tcl.data.preprocess import preprocess_cohort
+    from tcl.data.splits import make_draws, write_splits
+    from tcl.synthetic.cohort import synthesize_cohort
+    from tcl.training.train import train_run
+
+    root = tmp_path_factory.mktemp("predict")
+    manifest = synthesize_cohort(
+        root / "raw", N_PATIENTS, seed=5, shape=SYNTH_SHAPE, workers=1, progress=False
+    )
+    cache = preprocess_cohort(manifest, root / "cache", size=SMOKE.size, workers=1, progress=False)
+    splits = root / "splits.json"
+    write_splits(make_draws(read_manifest(manifest), n_draws=2, seed=666), splits, seed=666)
+    runs = {}
+    for draw in (0, 1):
+        runs[draw] = train_run(
+            "proposed", draw, SMOKE, cache, splits, root / f"run{draw}", device="cpu",
+            quiet=True, save_weights=True, threads=1,
+        )  # fmt: skip
+    test_ids = json.loads(splits.read_text())["draws"][0]["test"]
+    table = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    test_manifest = root / "raw" / "test.csv"
+    table[table.patient_id.isin(test_ids)].to_csv(test_manifest, index=False)
+    return {"root": root, "manifest": manifest, "test": test_manifest, "run0": runs[0],
+            "run1": runs[1], "cache": cache}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- registration
+@pytest.fixture(scope="module")
+def six_patients(tmp_path_factory) -> Path:
+    """Six synthetic patients at the default geometry (256×256×24, 1×1×6 mm), untouched."""
+    root = tmp_path_factory.mktemp("register") / "cohort"
+    return synthesize_cohort(root, 6, seed=3, progress=False)

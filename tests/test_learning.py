@@ -18,7 +18,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from tcl.config import get_profile
-from tcl.metrics import TASKS
+from tcl.evaluation.metrics import TASKS
 
 # Smoke sizes, long enough to learn: 16 epochs of 4 steps (32 training patients, batch 8) at a
 # decaying LR, without dropout or augmentation, so that the test measures learning, not luck.
@@ -70,7 +70,7 @@ def learning_cohort(tmp_path_factory) -> tuple[Path, Path]:
 def test_proposed_network_learns_a_planted_signal_and_the_prior_would_fail(
     learning_cohort, tmp_path
 ):
-    from tcl.train import train_run
+    from tcl.training.train import train_run
 
     cache, splits = learning_cohort
     out = train_run("proposed", 0, LEARNING, cache, splits, tmp_path / "run", device="cpu",
@@ -95,10 +95,10 @@ def test_learning_curve_tool_records_rising_auc_and_the_input_yardstick_reads_th
 ):
     """tcl.perf.learning on the planted signal: one row per evaluated epoch with train and test
     AUC of both tasks, the last one high, and a refit row; the input yardstick of the same
-    cache (tcl.ceilings) reads the planted signal too."""
-    from tcl.ceilings import cache_input_ceiling
+    cache (tcl.synthetic.ceilings) reads the planted signal too."""
     from tcl.data.splits import read_splits
     from tcl.perf import learning
+    from tcl.synthetic.ceilings import cache_input_ceiling
 
     cache, splits = learning_cohort
     profile = learning.override(LEARNING, ["epochs=8", "head_steps=3"])
@@ -131,9 +131,9 @@ def test_learning_curve_tool_records_rising_auc_and_the_input_yardstick_reads_th
 @pytest.fixture(scope="module")
 def radiomics_cohort(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
     """160 synthetic patients at 64×64×12 (131 WHO I, 29 high grade of which 12 invasive)."""
-    from tcl import radiomics
-    from tcl.data import synth
     from tcl.data.manifest import read_manifest
+    from tcl.radiomics import reference as radiomics
+    from tcl.synthetic import cohort as synth
 
     out = tmp_path_factory.mktemp("radiomics")
     manifest = read_manifest(
@@ -143,7 +143,7 @@ def radiomics_cohort(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_radiomics_reference_beats_chance_clearly(radiomics_cohort):
-    from tcl import radiomics
+    from tcl.radiomics import reference as radiomics
 
     manifest, features = radiomics_cohort
     classes = manifest.groupby(["who_grade", "invasion"])["patient_id"].apply(sorted)
@@ -201,16 +201,16 @@ class RecordingSGD(torch.optim.SGD):
 def test_accumulated_micro_batches_give_the_whole_batch_gradient(
     learning_cohort, tmp_path, monkeypatch, grad_accum
 ):
-    import tcl.train
+    import tcl.training.train
 
-    monkeypatch.setattr(tcl.train, "build_model", lambda *args: NoBatchNorm())
+    monkeypatch.setattr(tcl.training.train, "build_model", lambda *args: NoBatchNorm())
     monkeypatch.setattr(torch.optim, "Adam", RecordingSGD)
     cache, splits = learning_cohort
     profile = replace(LEARNING, epochs=2, augment_p=0.0, head_steps=0)  # no classifiers here
     runs = {}
     for accum in (1, grad_accum):
         RecordingSGD.steps = []
-        out = tcl.train.train_run(
+        out = tcl.training.train.train_run(
             "efmt", 0, profile, cache, splits, tmp_path / f"a{accum}",
             device="cpu", quiet=True, threads=1, grad_accum=accum,
         )  # fmt: skip
@@ -231,7 +231,7 @@ def test_proposed_network_gradient_is_the_sum_of_scaled_micro_batch_gradients():
     # batch is) and every loss term of Eq. 4, contrastive ones included: each term must be a
     # batch mean for the trainer's len(part) / len(batch) weights to be right.
     from tcl.models import build
-    from tcl.train import forward_backward
+    from tcl.training.train import forward_backward
 
     torch.manual_seed(0)
     model = build("proposed", width=4, dropout=0.0).eval()

@@ -46,6 +46,37 @@ def test_own_cohort_by_absolute_path_reaches_notebooks_unchanged_and_outputs_apa
     assert not any("tcl synth" in line for line in lines)
 
 
+def test_make_data_runs_the_data_steps_only_into_the_paths_notebooks_read(tmp_path):
+    # what notebook 01 asks for (tcl.pipeline.chapters.prepare_cohort): the same data steps as
+    # the pipeline's, into the folders the training notebooks are given, and nothing more
+    manifest = tmp_path / "mycohort" / "manifest.csv"
+    manifest.parent.mkdir()
+    manifest.touch()
+    for knobs in (("PROFILE=smoke",), ("PROFILE=smoke", f"DATA={manifest}")):
+        data = subprocess.run(
+            ["make", "-n", "-B", "data", f"PYTHON={sys.executable}", *knobs],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        inner = next(line for line in data.splitlines() if " cohort PROFILE=" in line)
+        assert "plan plan smoke" in data
+        steps = subprocess.run(
+            ["make", "-n", "-B", "cohort", f"PYTHON={sys.executable}", *knobs],
+            cwd=ROOT, capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+        pipeline = dry_run(*knobs)
+        command = training_command(pipeline)
+        cache = command.split("-p cache ../")[1].split()[0]
+        splits = command.split("-p splits ../")[1].split()[0]
+        assert [line for line in steps if "python" in line and "tcl " in line] == [
+            line for line in pipeline if " -m tcl synth" in line or " -m tcl validate" in line
+            or " -m tcl preprocess" in line or " -m tcl splits" in line
+        ]  # fmt: skip
+        assert any(f"--out {cache}" in line for line in steps), (cache, steps)
+        assert any(f"--out {splits}" in line for line in steps), (splits, steps)
+        assert not any("02_train" in line or "radiomics" in line for line in steps)
+        assert (f'DATA="{manifest}"' in inner) == (len(knobs) == 2)
+
+
 def _cohort_of(command: str) -> str:
     return command.split("-p cohort ")[1].split()[0]
 
@@ -144,7 +175,7 @@ def test_all_runs_trainings_side_by_side_with_one_thread_each_on_cpu():
 
     import torch
 
-    from tcl.plan import parallel_plan
+    from tcl.pipeline.plan import parallel_plan
 
     def plan(*variables: str, flags: tuple[str, ...] = ()) -> list[str]:
         # make -n still runs the recipe that calls $(MAKE), which then only prints; -B: as
@@ -173,7 +204,7 @@ def test_launch_runs_each_training_through_the_scheduler_named_and_data_steps_on
     for command in commands:
         config, draw = trainings([command])[0].rsplit("_", 1)  # e.g. proposed, draw0
         name = f"SLURM_JOB_NAME=tcl-smoke-{config}-{draw} srun --gres=gpu:1 -c 8 "
-        assert command.startswith(name + f"{sys.executable} -m tcl.notebooks"), command
+        assert command.startswith(name + f"{sys.executable} -m tcl.pipeline.run_notebook"), command
     for step in ("tcl synth", "tcl preprocess", "tcl radiomics"):
         line = next(line for line in lines if step in line)
         assert line.startswith(f"SLURM_JOB_NAME=tcl-{step.split()[1]} srun -c 16 "), line
@@ -246,13 +277,13 @@ def _upstream(rules: dict[str, list[str]], target: str) -> set[str]:
 @pytest.mark.parametrize(
     "target, module",
     [
-        ("results/smoke/runs/proposed/draw0/predictions.csv", "tcl.train"),
-        ("results/smoke/runs/radiomics/draw0/predictions.csv", "tcl.radiomics"),
-        ("results/smoke/evaluation/metrics_summary.csv", "tcl.evaluate"),
+        ("results/smoke/runs/proposed/draw0/predictions.csv", "tcl.training.train"),
+        ("results/smoke/runs/radiomics/draw0/predictions.csv", "tcl.radiomics.reference"),
+        ("results/smoke/evaluation/metrics_summary.csv", "tcl.evaluation.evaluate"),
     ],
 )
 def test_every_module_a_step_imports_is_among_its_makefile_prerequisites(target, module):
-    """Editing any module a step runs (the p > 0.5 rule in tcl/predictions.py, the seeding in
+    """Editing any module a step runs (the p > 0.5 rule in tcl/tasks.py, the seeding in
     tcl/utils.py) must make that step run again."""
     imported = subprocess.run(
         [sys.executable, "-c", f"import sys, {module}; print(*sorted(sys.modules))"],

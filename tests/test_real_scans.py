@@ -169,7 +169,7 @@ def test_validate_warns_about_zero_constant_clipped_and_partly_covered_sequences
     manifest = write_tiny_cohort(tmp_path / "cohort", SPLITTABLE)
     root = tmp_path / "cohort"
     # zero or constant inside the ROI only: a warning (a whole series so is a problem, refused
-    # by name: tests/test_manifest.py)
+    # by name: tests/data/test_manifest.py)
     flairc = tiny_images(0, (10, 30, 12, 20))["flairc"]
     flairc[10:30, 12:20, 1:7] = 0.0
     write_nifti(root / "P001" / "flairc.nii.gz", flairc)
@@ -231,13 +231,13 @@ def test_validate_refuses_what_preprocess_and_splits_would_refuse(tmp_path, caps
 # --- item 4: identifiers are strings --------------------------------------------------------
 
 # ("N/A" too looks missing, but its slash makes it no plain file name: refused, in
-# tests/test_manifest.py)
+# tests/data/test_manifest.py)
 MISSING_LOOKING_IDS = ("NA", "NULL", "null", "None", "nan", "0007")
 
 
 def test_ids_that_look_like_missing_values_go_through_every_step(tmp_path, capsys):
-    from tcl.evaluate import read_predictions
-    from tcl.train import train_run
+    from tcl.evaluation.evaluate import read_predictions
+    from tcl.training.train import train_run
 
     patients = tuple(
         (pid, *rest) for pid, (_, *rest) in zip(MISSING_LOOKING_IDS, SPLITTABLE, strict=True)

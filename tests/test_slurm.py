@@ -40,15 +40,15 @@ SLOW_STEPS = f"""
 import os
 if os.environ.get("SLURM_JOB_NAME") == "tcl-smoke-{STOPPED}-draw0":
     import time
-    import tcl.train
+    import tcl.training.train
 
-    _step = tcl.train.train_step
+    _step = tcl.training.train.train_step
 
     def _slow_step(*args, **kwargs):
         time.sleep(1.0)
         return _step(*args, **kwargs)
 
-    tcl.train.train_step = _slow_step
+    tcl.training.train.train_step = _slow_step
 """
 
 

@@ -37,7 +37,7 @@ import nibabel as nib
 import numpy as np
 
 from tcl.data.nifti import Volume, load_volume
-from tcl.data.register import apply, rms_displacement, rotation_angle_deg
+from tcl.data.registration import apply, rms_displacement, rotation_angle_deg
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -120,7 +120,7 @@ def make_cases(
     """
     import pandas as pd
 
-    from tcl.data.synth import synthesize_cohort
+    from tcl.synthetic.cohort import synthesize_cohort
 
     manifest = pd.read_csv(
         synthesize_cohort(out / "fine", max(3, patients), seed=seed, shape=shape, progress=False)
@@ -176,7 +176,7 @@ def make_cases(
 
 # ----------------------------------------------------------------------------- libraries
 def register_sitk(fixed: Volume, moving: Volume) -> np.ndarray:
-    from tcl.data.register import register_rigid
+    from tcl.data.registration import register_rigid
 
     return register_rigid(fixed, moving).matrix
 
@@ -278,8 +278,8 @@ def run(cases_dir: Path, library: str, real: Path | None) -> None:
 def figure(real: Path, out: Path) -> None:
     """T1C, FLAIR through its header and FLAIR registered, at the lesion's middle slice."""
     from tcl.data.nifti import resample_to_grid
-    from tcl.data.register import register_rigid
-    from tcl.plots import save_figure
+    from tcl.data.registration import register_rigid
+    from tcl.evaluation.plots import save_figure
 
     fixed = load_volume(real / "t1c.nii.gz", canonical=False)
     moving = load_volume(real / "flair.nii.gz", canonical=False)
@@ -291,7 +291,7 @@ def figure(real: Path, out: Path) -> None:
         ).data
         for name, matrix in (("before", np.eye(4)), ("after", found.matrix))
     }  # fmt: skip
-    from tcl.plots import registration_figure
+    from tcl.evaluation.plots import registration_figure
 
     fig = registration_figure(
         fixed.data, placed["before"], placed["after"], z=17, box=(55, 115, 125, 190),

@@ -5,8 +5,8 @@
 Reads Tables 2-3 (``table2.md``, ``table3.md``) of every folder and compares each with the
 first: per metric, the largest difference of a cell's mean over the draws, the configuration
 and task where it occurs, and how many cells differ at all. The per-metric maximum over all the
-comparisons is what ``tcl.reproduction.TOLERANCE`` holds (docs/reproducing.md, "Comparing a run with
-the committed tables", says which runs measured it). Prints a table and the dictionary.
+comparisons is what ``tcl.pipeline.reproduction.TOLERANCE`` holds (docs/reproducing.md, "Comparing a
+run with the committed tables", says which runs measured it). Prints a table and the dictionary.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tcl.reproduction import COMPARED_TABLES, EXACT_COLUMNS, cell_mean, parse_tables
+from tcl.pipeline.reproduction import COMPARED_TABLES, EXACT_COLUMNS, cell_mean, parse_tables
 
 
 def cells(folder: Path) -> dict[tuple[str, str, str], float]:

@@ -5,7 +5,7 @@ necessarily on one voxel grid: FLAIR-C, ADC and the mask on another grid than T1
 onto the T1C grid with nibabel (linear for images, nearest neighbour for the mask). A file whose
 field of view does not overlap T1C's, or misses the ROI entirely, is refused. With the
 alignment check on, a quick rigid registration tells whether FLAIR-C and ADC really lie on the
-T1C anatomy (:mod:`tcl.data.register`).
+T1C anatomy (:mod:`tcl.data.registration`).
 
 Every problem of a patient is collected before reporting, each naming the patient and the file.
 Warnings (signal that is zero, constant or mostly clipped inside the ROI; partial coverage;
@@ -33,7 +33,7 @@ from tcl.data.nifti import (
     resample_to_grid,
     world_extent,
 )
-from tcl.data.register import OFFSET_DEG, OFFSET_MM, misregistration, roi_centre
+from tcl.data.registration import OFFSET_DEG, OFFSET_MM, misregistration, roi_centre
 from tcl.data.transforms import CLIP_RANGE, crop_in_plane
 from tcl.utils import TclError
 
@@ -284,7 +284,7 @@ def _alignment_warnings(
     flagged: list[str],
 ) -> list[str]:
     """Warnings for FLAIR-C and ADC (and a mask drawn on their grid) that a quick rigid
-    registration finds misregistered against T1C (:func:`tcl.data.register.misregistration`);
+    registration finds misregistered against T1C (:func:`tcl.data.registration.misregistration`);
     the names of the misregistered series are appended to ``flagged``."""
     t1c = volumes["t1c"]
     centre = roi_centre(t1c, bbox=roi)

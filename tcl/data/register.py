@@ -1,380 +1,348 @@
-"""Rigid registration of FLAIR-C and ADC onto T1C, and the check that finds series that need it.
+"""``python -m tcl register MANIFEST --out DIR``: FLAIR-C and ADC of every patient, registered
+rigidly onto that patient's T1C (:func:`tcl.data.registration.register_rigid`).
 
-Raw clinical series are often not co-registered: the patient moves between series, and each
-series is planned on its own slab. Resampled through their own headers, such series miss the
-T1C anatomy by centimetres. This module holds the registration itself (SimpleITK) and two uses:
+What it writes, all at once when every patient succeeded (nothing otherwise):
 
-- :func:`misregistration` (``tcl validate`` and ``tcl predict``): a quick registration
-  (:data:`QUICK`) of a series onto T1C; beyond :data:`OFFSET_MM` or :data:`OFFSET_DEG` the
-  patient gets a warning (:mod:`tcl.data.manifest`) naming the series, the offset and the fix.
-- :func:`register_rigid` with :data:`FULL`, which ``python -m tcl register``
-  (:mod:`tcl.data.coregister`) runs on every patient.
+- ``DIR/images/<patient>/flairc.nii.gz``, ``adc.nii.gz``: copies of the series whose affine
+  places them on the T1C anatomy. The voxels are not resampled, so nothing is lost;
+  preprocessing later puts them onto the T1C grid as it does any series on another grid. The
+  mask follows a series when it shares that series' grid (it was drawn on it).
+- ``DIR/manifest.csv``: the input manifest, cell for cell, except that it names these copies;
+  T1C, unmoved masks and every other column are the originals (paths relative to ``DIR``).
+- ``DIR/registration.csv``: per patient and series, the transform (the 4×4 matrix from T1C's
+  world to the series' world, RAS mm, row-major), the offset it corrects (shift of the ROI
+  centre in mm, rotation in degrees), the mutual information before and after, and seconds.
+- ``DIR/register.json``: settings, totals and provenance (commit, versions, command line).
 
-Transforms are 4×4 matrices in world (RAS, mm) coordinates that map a point of T1C's world to
-where that anatomy lies in the other series' world: identity for co-registered series. A
-series is put onto the T1C anatomy by replacing its affine A with matrix⁻¹ · A.
+The originals are never modified.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import json
+import os
+import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 
-from tcl.data.nifti import Volume
-from tcl.utils import TclError
+from tcl.data.manifest import PatientFiles, find_separator, read_csv_text_ids, read_manifest
+from tcl.data.nifti import load_volume
+from tcl.data.patients import bbox_problem, degenerate_problem, duplicate_problems, same_grid
+from tcl.data.qc import qc_page
+from tcl.data.registration import (
+    FULL,
+    Settings,
+    misregistered,
+    offset_of,
+    register_rigid,
+    roi_centre,
+)
+from tcl.parallel import default_workers, map_patients
+from tcl.utils import (
+    TclError,
+    available_cpus,
+    exit_on_sigterm,
+    new_folder,
+    provenance,
+    refuse_existing_folder,
+    write_text_atomic,
+)
 
-# Beyond these a series is reported as misregistered. Below them lies what a co-registered
-# cohort still shows: EPI distortion shifts ADC maps by a few millimetres (the synthetic cohort
-# shifts its ADC by up to 2 mm in x and y, 2.8 mm in all, on purpose), and the quick check
-# errs by about half a millimetre. Above them the lesion moves by more than a third of the
-# smallest meningiomas' diameter (~1 cm); 3° turns a point 8 cm from the centre (the
-# cortex) by 4 mm.
-OFFSET_MM = 4.0
-OFFSET_DEG = 3.0
-
-
-def misregistered(shift_mm: float, angle_deg: float) -> bool:
-    """Whether a series that registration moves by ``shift_mm`` and ``angle_deg`` counts as
-    misregistered (beyond :data:`OFFSET_MM` or :data:`OFFSET_DEG`)."""
-    return shift_mm > OFFSET_MM or angle_deg > OFFSET_DEG
-
-
-def rigid_matrix(
-    rotation_deg: tuple[float, float, float],
-    translation_mm: tuple[float, float, float],
-    centre: tuple[float, float, float] = (0.0, 0.0, 0.0),
-) -> np.ndarray:
-    """The world transform x ↦ R (x − c) + c + t, R = Rz Ry Rx of the angles (degrees)."""
-    ax, ay, az = np.deg2rad(rotation_deg)
-    rx = np.array([[1, 0, 0], [0, math.cos(ax), -math.sin(ax)], [0, math.sin(ax), math.cos(ax)]])
-    ry = np.array([[math.cos(ay), 0, math.sin(ay)], [0, 1, 0], [-math.sin(ay), 0, math.cos(ay)]])
-    rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
-    rotation = rz @ ry @ rx
-    centre = np.asarray(centre, dtype=float)
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation
-    matrix[:3, 3] = centre - rotation @ centre + np.asarray(translation_mm, dtype=float)
-    return matrix
-
-
-def rotation_angle_deg(matrix: np.ndarray) -> float:
-    """The angle of the rotation part of a rigid 4×4 transform, in degrees."""
-    cosine = (np.trace(matrix[:3, :3]) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
-
-
-def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """``points`` [N, 3] (mm) through the 4×4 ``matrix``."""
-    return points @ matrix[:3, :3].T + matrix[:3, 3]
-
-
-def rms_displacement(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> float:
-    """Root mean square distance (mm) between where two transforms take ``points`` [N, 3]."""
-    return float(np.sqrt(np.mean(np.sum((apply(a, points) - apply(b, points)) ** 2, axis=1))))
-
-
-def offset_of(matrix: np.ndarray, centre: np.ndarray) -> tuple[float, float]:
-    """How far a transform moves ``centre`` (mm) and its rotation angle (degrees)."""
-    shift = apply(matrix, np.asarray(centre, dtype=float)[None])[0] - centre
-    return float(np.linalg.norm(shift)), rotation_angle_deg(matrix)
-
-
-def roi_centre(
-    t1c: Volume,
-    mask: Volume | None = None,
-    bbox: tuple[int, int, int, int, int, int] | None = None,
-) -> np.ndarray:
-    """The world point (mm) where offsets are measured: the centre of the mask's voxels > 0,
-    else of the bbox (T1C's stored voxel indices, end-exclusive), else of T1C's volume."""
-    if mask is not None and (mask.data > 0).any():
-        index = np.argwhere(mask.data > 0).mean(axis=0)
-        return apply(mask.affine, index[None])[0]
-    if bbox is not None:
-        index = np.array([(bbox[0] + bbox[1] - 1) / 2, (bbox[2] + bbox[3] - 1) / 2,
-                          (bbox[4] + bbox[5] - 1) / 2])  # fmt: skip
-    else:
-        index = (np.asarray(t1c.data.shape, dtype=float) - 1) / 2
-    return apply(t1c.affine, index[None])[0]
-
-
-def misregistration(
-    t1c: Volume, series: Volume, centre: np.ndarray, seed: int = 0
-) -> tuple[float, float] | None:
-    """The offset (mm at ``centre``, degrees) of ``series`` against ``t1c`` that a quick
-    registration (:data:`QUICK`) finds, when it is beyond :data:`OFFSET_MM` or
-    :data:`OFFSET_DEG` and improves the mutual information; else None.
-
-    About 0.6 s a series on 2 cores (256×256×24). It catches offsets of centimetres and
-    degrees, which is its purpose; its estimate is rough (2.5 mm on average, more for large
-    rotations), so the warning reports it as approximate and ``python -m tcl register`` does
-    the real work.
-    """
-    if any(min(_extent_voxels(v, QUICK.coarse_mm)) < MIN_VOXELS for v in (t1c, series)):
-        return None  # a field of view this small holds too little anatomy to register
-    found = register_rigid(t1c, series, QUICK, seed=seed)
-    if found.mi_after <= found.mi_before:
-        return None
-    shift, angle = offset_of(found.matrix, centre)
-    return (shift, angle) if misregistered(shift, angle) else None
-
-
-# ----------------------------------------------------------------------------- SimpleITK bridge
-# ITK works in LPS world coordinates, nibabel in RAS: the two differ by a flip of x and y.
-_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def to_sitk(volume: Volume):
-    """A SimpleITK float32 image of ``volume`` (its grid as stored: spacing, direction and
-    origin from the affine)."""
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.data.transpose(2, 1, 0)))
-    lps = _LPS @ volume.affine
-    spacing = np.sqrt((lps[:3, :3] ** 2).sum(axis=0))
-    image.SetSpacing([float(s) for s in spacing])
-    image.SetDirection([float(v) for v in (lps[:3, :3] / spacing).ravel()])
-    image.SetOrigin([float(v) for v in lps[:3, 3]])
-    return sitk.Cast(image, sitk.sitkFloat32)
-
-
-def _ras_matrix(transform) -> np.ndarray:
-    """The RAS 4×4 matrix of an ITK rigid transform (fixed LPS point → moving LPS point)."""
-    matrix = np.eye(4)
-    matrix[:3, :3] = np.asarray(transform.GetMatrix()).reshape(3, 3)
-    centre = np.asarray(transform.GetCenter())
-    matrix[:3, 3] = np.asarray(transform.GetTranslation()) + centre - matrix[:3, :3] @ centre
-    return _LPS @ matrix @ _LPS
+SEQUENCES = ("flairc", "adc")  # registered onto t1c
+REGISTRATION_COLUMNS = [
+    "patient_id", "series", "source", "written", "offset_mm", "rotation_deg",
+    "mi_before", "mi_after", "seconds", "matrix",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
-class Registration:
-    """A rigid registration of one series onto T1C.
+class SeriesResult:
+    """One registered series (or a mask that followed one) of one patient."""
 
-    ``matrix`` (RAS 4×4) maps T1C's world to the series' world; ``mi_before`` / ``mi_after``
-    are the Mattes mutual information at the identity and at ``matrix`` on the finest working
-    grid (higher = better aligned; ITK minimises its negative); ``seconds`` of wall time.
-    """
-
-    matrix: np.ndarray
+    patient_id: str
+    series: str  # flairc, adc or mask
+    source: str  # the original file
+    written: str  # the copy, relative to DIR
+    offset_mm: float
+    rotation_deg: float
     mi_before: float
     mi_after: float
     seconds: float
+    matrix: str  # 16 numbers, row-major, T1C world → the series' world
 
 
-@dataclass(frozen=True)
-class Settings:
-    """One registration recipe (see :func:`register_rigid`).
-
-    ``fine_mm`` / ``coarse_mm``: the isotropic working grids; ``start_deg``: the extra starts
-    are rotated by ± this about each axis (0: one start only); ``refine``: how many of the best
-    coarse results are refined on the fine grid (0: stop at the coarse grid); the sampled share
-    of head voxels and the iterations per grid.
-    """
-
-    fine_mm: float = 2.0
-    coarse_mm: float = 4.0
-    start_deg: float = 10.0
-    refine: int = 2
-    coarse_sampling: float = 0.25
-    fine_sampling: float = 0.05
-    coarse_iterations: int = 60
-    fine_iterations: int = 10  # Powell's rounds over the six parameters
+def _folder_name(index: int, patient_id: str) -> str:
+    """A file-system-safe, unique folder for a patient (ids may hold any character)."""
+    return f"{index:04d}_{re.sub(r'[^A-Za-z0-9._-]+', '_', patient_id)[:60]}"
 
 
-FULL = Settings()
-# The misregistration check: one start, the 4 mm grid only (gradient descent, then Powell). On
-# the 12 cases of tools/registration_compare.py its error is 2.5 mm on average (4.4 mm without
-# the Powell step, 1.05 mm for FULL) in 0.6 s a series: enough to tell centimetres and degrees
-# from the few millimetres of a co-registered series.
-QUICK = Settings(start_deg=0.0, refine=1, fine_mm=4.0, fine_sampling=0.25)
+def _write_moved(source: str, matrix: np.ndarray, target: Path) -> None:
+    """A copy of ``source`` whose affine is corrected by ``matrix`` (T1C world → its world):
+    the voxel that sat at world point p now sits at matrix⁻¹ p, on the T1C anatomy."""
+    image = nib.load(source)
+    affine = np.linalg.inv(matrix) @ image.affine
+    header = image.header.copy()
+    copy = nib.Nifti1Image(np.asanyarray(image.dataobj), affine, header=header)
+    copy.set_sform(affine, code=1)
+    copy.set_qform(affine, code=1)
+    nib.save(copy, str(target))
 
 
-# The coarse grid needs this many voxels along each axis for a registration to mean anything.
-MIN_VOXELS = 8
-
-
-def _extent_voxels(volume: Volume, mm: float) -> list[int]:
-    """How many voxels of ``mm`` span the volume's field of view along each of its axes."""
-    return [int(round(n * s / mm)) for n, s in zip(volume.data.shape, volume.spacing, strict=True)]
-
-
-def _working_image(image, mm: float):
-    """``image`` on an isotropic ``mm`` grid over the same field of view, smoothed first along
-    the axes it shrinks (σ = half the new spacing) so that the coarse grid does not alias."""
-    import SimpleITK as sitk
-
-    spacing = image.GetSpacing()
-    sigma = [mm / 2.0 if s < mm else 0.01 for s in spacing]
-    smoothed = sitk.SmoothingRecursiveGaussian(image, sigma)
-    size = [max(1, int(round(n * s / mm))) for n, s in zip(image.GetSize(), spacing, strict=True)]
-    return sitk.Resample(
-        smoothed, size, sitk.Transform(), sitk.sitkLinear, image.GetOrigin(), [mm] * 3,
-        image.GetDirection(), 0.0, sitk.sitkFloat32,
-    )  # fmt: skip
-
-
-def _head_mask(image):
-    """The head on ``image`` (Otsu's threshold, dilated by two voxels): the metric samples only
-    there, since air holds no information and dominates a brain MRI's field of view."""
-    import SimpleITK as sitk
-
-    head = sitk.OtsuThreshold(image, 0, 1)
-    return sitk.BinaryDilate(head, [2, 2, 2])
-
-
-def _method(sampling: float, mask, seed: int):
-    """Mattes mutual information (32 bins) on a random share of the head voxels, linear
-    interpolation; the optimiser is set by :func:`_coarse_search` or :func:`_fine_search`."""
-    import SimpleITK as sitk
-
-    method = sitk.ImageRegistrationMethod()
-    method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
-    method.SetMetricSamplingStrategy(method.RANDOM)
-    # ITK reads seed 0 as "seed from the wall clock": shift it, so that every seed is fixed
-    method.SetMetricSamplingPercentage(sampling, seed + 1)
-    method.SetMetricFixedMask(mask)
-    method.SetInterpolator(sitk.sitkLinear)
-    return method
-
-
-def _coarse_search(method, iterations: int, step_mm: float) -> None:
-    """Regular-step gradient descent: fast, and it travels centimetres in a few dozen steps."""
-    method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=step_mm,
-        minStep=1e-3,
-        numberOfIterations=iterations,
-        relaxationFactor=0.5,
-        gradientMagnitudeTolerance=1e-8,
-    )
-    # rotations scaled so that a unit step moves a voxel as far as a unit shift
-    method.SetOptimizerScalesFromPhysicalShift()
-
-
-def _fine_search(method, iterations: int, step_mm: float) -> None:
-    """Powell's line searches along each parameter, to a thousandth of a step: the gradient
-    descents stopped a millimetre or two short of the optimum on the fine grid (on the cases
-    checked, the mutual information at the true transform was above where they stopped)."""
-    method.SetOptimizerAsPowell(
-        numberOfIterations=iterations,
-        maximumLineIterations=20,
-        stepLength=step_mm,
-        stepTolerance=1e-3,
-        valueTolerance=1e-6,
-    )
-    method.SetOptimizerScalesFromPhysicalShift()
-
-
-def _euler(transform):
-    """The Euler transform inside what ``ImageRegistrationMethod.Execute`` returns."""
-    import SimpleITK as sitk
-
-    if transform.GetName() == "CompositeTransform":
-        transform = sitk.CompositeTransform(transform).GetNthTransform(0)
-    return sitk.Euler3DTransform(transform)
-
-
-def register_rigid(
-    fixed: Volume, moving: Volume, settings: Settings = FULL, seed: int = 0
-) -> Registration:
-    """Register ``moving`` rigidly onto ``fixed`` (both as stored, any grid and orientation).
-
-    Both go onto isotropic working grids first: clinical series have thick slices (5–6 mm),
-    and a pyramid that shrinks every axis alike would leave four slices of 24 mm at its coarse
-    level. The search starts from the transform that aligns the centres of mass (series planned
-    on different slabs are centimetres apart) and from that transform turned by ±``start_deg``
-    about each axis, since one start lands in a local optimum for some rotations over 10°
-    (measured: tools/registration_compare.py). Each start is optimised on the coarse grid; the
-    ``refine`` best are optimised on the fine grid, and the one with the highest mutual
-    information wins. Deterministic for a given ``seed`` and thread count.
-    """
-    import SimpleITK as sitk
-
-    for volume, name in ((fixed, "fixed"), (moving, "moving")):
-        if min(_extent_voxels(volume, settings.coarse_mm)) < MIN_VOXELS:
-            raise TclError(
-                f"the {name} image's field of view ({volume.data.shape} voxels) is too small "
-                f"to register: under {MIN_VOXELS} voxels of {settings.coarse_mm:g} mm along "
-                "an axis"
-            )
-    start_time = time.perf_counter()
-    fixed_image, moving_image = to_sitk(fixed), to_sitk(moving)
-    grids = {mm: (_working_image(fixed_image, mm), _working_image(moving_image, mm))
-             for mm in {settings.coarse_mm, settings.fine_mm}}  # fmt: skip
-    masks = {mm: _head_mask(images[0]) for mm, images in grids.items()}
-    coarse_fixed, coarse_moving = grids[settings.coarse_mm]
-    centred = sitk.CenteredTransformInitializer(
-        coarse_fixed, coarse_moving, sitk.Euler3DTransform(),
-        sitk.CenteredTransformInitializerFilter.MOMENTS,
-    )  # fmt: skip
-    starts = [centred]
-    if settings.start_deg > 0:
-        for axis in range(3):
-            for sign in (-1.0, 1.0):
-                turned = sitk.Euler3DTransform(centred)
-                angles = [turned.GetAngleX(), turned.GetAngleY(), turned.GetAngleZ()]
-                angles[axis] += sign * math.radians(settings.start_deg)
-                turned.SetRotation(*angles)
-                starts.append(turned)
+def register_patient(
+    job: tuple[int, PatientFiles], staging: Path, settings: Settings = FULL
+) -> list[SeriesResult]:
+    """Register one patient's FLAIR-C and ADC onto its T1C; write the copies under
+    ``staging``/images. Its series were checked by :func:`register_cohort` before any
+    registration (:func:`_series_problems`)."""
+    index, files = job
+    pid = files.patient_id
+    t1c = load_volume(files.paths["t1c"], what=f"patient {pid}, t1c", canonical=False)
+    mask = None
+    if files.mask is not None:
+        mask = load_volume(files.mask, what=f"patient {pid}, mask", canonical=False)
+    centre = roi_centre(t1c, mask, files.bbox)
+    folder = Path("images") / _folder_name(index, pid)
+    (staging / folder).mkdir(parents=True, exist_ok=True)
     results = []
-    for start in starts:
-        method = _method(settings.coarse_sampling, masks[settings.coarse_mm], seed)
-        _coarse_search(method, settings.coarse_iterations, settings.coarse_mm / 2)
-        method.SetInitialTransform(start, inPlace=False)
-        found = _euler(method.Execute(coarse_fixed, coarse_moving))
-        results.append((method.GetMetricValue(), found))
-    results.sort(key=lambda result: result[0])
+    for series in SEQUENCES:
+        path = files.paths[series]
+        moving = load_volume(path, what=f"patient {pid}, {series}", canonical=False)
+        try:
+            registration = register_rigid(t1c, moving, settings)
+        except TclError as error:
+            raise TclError(f"patient {pid}, {series}: {error} ({path})") from error
+        written = folder / f"{series}.nii.gz"
+        _write_moved(path, registration.matrix, staging / written)
+        shift, angle = offset_of(registration.matrix, centre)
+        result = SeriesResult(
+            patient_id=pid,
+            series=series,
+            source=path,
+            written=str(written),
+            offset_mm=round(shift, 3),
+            rotation_deg=round(angle, 3),
+            mi_before=round(registration.mi_before, 5),
+            mi_after=round(registration.mi_after, 5),
+            seconds=round(registration.seconds, 2),
+            matrix=" ".join(f"{v:.6g}" for v in registration.matrix.ravel()),
+        )
+        results.append(result)
+        # a mask drawn on this series (its grid, not T1C's) is as far from T1C as the series
+        if mask is not None and not same_grid(mask, t1c) and same_grid(mask, moving):
+            written_mask = folder / "mask.nii.gz"
+            _write_moved(files.mask, registration.matrix, staging / written_mask)
+            results.append(
+                SeriesResult(
+                    **{
+                        **asdict(result),
+                        "series": "mask",
+                        "source": files.mask,
+                        "written": str(written_mask),
+                        "seconds": 0.0,
+                    }
+                )  # fmt: skip
+            )
+    return results
 
-    last_mm = settings.fine_mm if settings.refine > 0 else settings.coarse_mm
-    if settings.refine > 0:
-        fine_fixed, fine_moving = grids[settings.fine_mm]
-        refined = []
-        for _, found in results[: settings.refine]:
-            method = _method(settings.fine_sampling, masks[settings.fine_mm], seed)
-            _fine_search(method, settings.fine_iterations, settings.fine_mm / 2)
-            method.SetInitialTransform(found, inPlace=False)
-            better = _euler(method.Execute(fine_fixed, fine_moving))
-            refined.append((method.GetMetricValue(), better))
-        results = sorted(refined, key=lambda result: result[0])
-    best = results[0][1]
-    # both values on the same grid and samples, so that they compare
-    last_fixed, last_moving = grids[last_mm]
-    sampling = settings.fine_sampling if settings.refine > 0 else settings.coarse_sampling
-    judge = _method(sampling, masks[last_mm], seed)
-    identity = sitk.Euler3DTransform()
-    identity.SetCenter(best.GetCenter())
-    judge.SetInitialTransform(identity, inPlace=False)
-    before = judge.MetricEvaluate(last_fixed, last_moving)
-    judge.SetInitialTransform(best, inPlace=False)
-    after = judge.MetricEvaluate(last_fixed, last_moving)
-    matrix = _ras_matrix(best)
-    if after >= before:  # ITK's values are negated: the series was better aligned as it was
-        matrix, after = np.eye(4), before
-    return Registration(
-        matrix=matrix,
-        mi_before=-float(before),
-        mi_after=-float(after),
-        seconds=time.perf_counter() - start_time,
-    )
+
+def _register_job(job: tuple[int, PatientFiles], staging: Path, settings: Settings, threads: int):
+    """Worker: (results, None) or (None, the error's message)."""
+    import SimpleITK as sitk
+
+    # ITK's own threads, shared among the workers: more would only compete for the cores
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    try:
+        return register_patient(job, staging, settings), None
+    except TclError as error:
+        return None, str(error)
 
 
-__all__ = [
-    "FULL",
-    "OFFSET_DEG",
-    "OFFSET_MM",
-    "MIN_VOXELS",
-    "QUICK",
-    "Registration",
-    "Settings",
-    "apply",
-    "misregistration",
-    "offset_of",
-    "register_rigid",
-    "rigid_matrix",
-    "rms_displacement",
-    "roi_centre",
-    "rotation_angle_deg",
-    "to_sitk",
-]
+def _relative(path: str, out: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), out.resolve())
+
+
+def _output_manifest(manifest: Path, table: pd.DataFrame, results: list[SeriesResult],
+                     out: Path) -> tuple[pd.DataFrame, str]:  # fmt: skip
+    """The input manifest, cell for cell, with its image paths pointing at the registered
+    copies (or, relative to ``out``, at the originals). Returns (table, separator)."""
+    separator, _ = find_separator(manifest)
+    separator = separator or ","
+    raw = pd.read_csv(manifest, sep=separator, dtype=str, keep_default_na=False)
+    written = {(r.patient_id, r.series): r.written for r in results}
+    images = ("t1c", *SEQUENCES, "mask")
+    folder = manifest.resolve().parent
+    for row, (_, patient) in enumerate(table.iterrows()):
+        pid = str(patient["patient_id"])
+        for column in images:
+            if column not in raw.columns or raw.at[row, column] == "":
+                continue
+            moved = written.get((pid, column))
+            raw.at[row, column] = moved if moved else _relative(str(patient[column]), out)
+        # other columns that name files beside the manifest (the synthetic cohort's signs)
+        for column in raw.columns:
+            cell = raw.at[row, column]
+            if column not in images and cell and not Path(cell).is_absolute():
+                if len(cell) < 4096 and (folder / cell).is_file():
+                    raw.at[row, column] = _relative(str(folder / cell), out)
+    return raw, separator
+
+
+def _series_problems(files: PatientFiles) -> list[str]:
+    """What stops a patient before any registration: a series of one value or with NaN (an
+    all-zero T1C would stop SimpleITK mid-cohort), two sequences that are one file or hold the
+    same voxels, and what is wrong with its region (:func:`_roi_problems`)."""
+    pid = files.patient_id
+    volumes, problems = {}, []
+    for name, path in files.paths.items():
+        try:
+            volumes[name] = load_volume(path, what=f"patient {pid}, {name}", canonical=False)
+        except TclError as error:
+            problems.append(str(error))
+            continue
+        problem = degenerate_problem(volumes[name], pid, name, path)
+        if problem:
+            problems.append(problem)
+    problems += duplicate_problems(volumes, files.paths, pid)
+    return problems + _roi_problems(files)
+
+
+def _roi_problems(files: PatientFiles) -> list[str]:
+    """What is wrong with a patient's region of interest, read cheaply before registering: a
+    bbox outside T1C (its header), a mask without a voxel > 0."""
+    pid = files.patient_id
+    if files.mask is not None:
+        mask = load_volume(files.mask, what=f"patient {pid}, mask", canonical=False)
+        if not (np.nan_to_num(mask.data) > 0).any():
+            return [f"patient {pid}, mask: empty ROI (no voxel > 0) in {files.mask}"]
+        return []
+    if files.bbox is None:
+        return []
+    try:
+        shape = nib.load(files.paths["t1c"]).shape[:3]
+    except Exception as error:  # nibabel raises several kinds for an unreadable header
+        return [f"patient {pid}, t1c: cannot read NIfTI file {files.paths['t1c']}: {error}"]
+    problem = bbox_problem(pid, files.bbox, shape, f"t1c {files.paths['t1c']}")
+    return [problem] if problem else []
+
+
+def register_cohort(
+    manifest: str | os.PathLike,
+    out: str | os.PathLike,
+    workers: int | None = None,
+    progress: bool = False,
+    settings: Settings = FULL,
+) -> pd.DataFrame:
+    """Register every patient of ``manifest`` (see the module docstring); returns the
+    registration table. ``out`` must not exist yet, or be an empty folder. On any error
+    nothing is left in ``out``."""
+    manifest, out = Path(manifest), Path(out)
+    refuse_existing_folder(out)
+    table = read_manifest(manifest, require_labels=False)
+    patients = [PatientFiles.from_row(row) for _, row in table.iterrows()]
+    missing = [
+        f"patient {files.patient_id}, {name}: file not found: {path}"
+        for files in patients
+        for name, path in [*files.paths.items(), ("mask", files.mask or "")]
+        if path and not Path(path).is_file()
+    ]
+    if missing:  # before hours of work, not after
+        listed = "\n".join(f"  - {line}" for line in missing)
+        raise TclError(f"{len(missing)} missing file(s) in {manifest}:\n{listed}")
+    unusable = [problem for files in patients for problem in _series_problems(files)]
+    if unusable:  # before any registration (which measures offsets at the region's centre)
+        listed = "\n".join(f"  - {line}" for line in unusable)
+        raise TclError(f"{len(unusable)} problem(s) in {manifest}, nothing registered:\n{listed}")
+    start = time.perf_counter()
+    with new_folder(out) as staging:
+        n_workers = default_workers(len(patients), workers)
+        threads = max(1, available_cpus() // n_workers)
+        worker = partial(_register_job, staging=staging, settings=settings, threads=threads)
+        results: list[SeriesResult] = []
+        outcomes = map_patients(
+            worker, list(enumerate(patients)), workers=n_workers, progress=progress,
+            desc="register",
+        )  # fmt: skip
+        try:
+            for done, error in outcomes:
+                if error is not None:
+                    raise TclError(f"{error}\nnothing was written to {out}")
+                results.extend(done)
+        finally:
+            outcomes.close()
+        registered, separator = _output_manifest(manifest, table, results, out)
+        registered.to_csv(staging / "manifest.csv", index=False, sep=separator)
+        frame = pd.DataFrame([asdict(r) for r in results], columns=REGISTRATION_COLUMNS)
+        frame.to_csv(staging / "registration.csv", index=False)
+        seconds = time.perf_counter() - start
+        write_text_atomic(
+            staging / "register.json",
+            json.dumps(
+                {
+                    "manifest": str(manifest.resolve()),
+                    "patients": len(patients),
+                    "workers": n_workers,
+                    "seconds": round(seconds, 1),
+                    "settings": asdict(settings),
+                    **provenance(),
+                },
+                indent=1,
+            ),
+        )
+    return frame
+
+
+def read_registration(path: str | os.PathLike) -> dict[tuple[str, str], np.ndarray]:
+    """(patient_id, series) → the 4×4 matrix of a ``registration.csv`` (T1C world → the
+    series' world, RAS mm): for users who move other objects with a series (docs/your-cohort.md);
+    the tests read the transforms back with it too."""
+    frame = read_csv_text_ids(path)
+    return {
+        (str(r.patient_id), str(r.series)): np.array(r.matrix.split(), dtype=float).reshape(4, 4)
+        for r in frame.itertuples()
+    }
+
+
+def main(args: argparse.Namespace) -> int:
+    """``python -m tcl register`` with its parsed options (tcl.cli)."""
+    with exit_on_sigterm(f"register: terminated (SIGTERM); nothing was written to {args.out}"):
+        frame = register_cohort(
+            args.manifest, args.out, workers=args.workers, progress=not args.quiet
+        )
+    series = frame[frame["series"] != "mask"]
+    if not args.quiet:
+        moved = series[(series["offset_mm"] > 0) | (series["rotation_deg"] > 0)]
+        print(
+            f"registered {series['patient_id'].nunique()} patient(s), {len(series)} series "
+            f"({len(moved)} moved; largest offset {series['offset_mm'].max():.1f} mm, "
+            f"{series['rotation_deg'].max():.1f}°) in "
+            f"{json.loads((args.out / 'register.json').read_text())['seconds']:.0f} s: "
+            f"{args.out / 'manifest.csv'}"
+        )
+    if args.qc is not None:  # the same patients before and after, as validate --qc draws them
+        # Before: flagged where registration moved a series beyond validate's misregistration
+        # thresholds (its own measurement, so no second registration is needed to tell).
+        before: dict[str, list[str]] = {}
+        for row in series.itertuples():
+            if not misregistered(row.offset_mm, row.rotation_deg):
+                continue
+            before.setdefault(str(row.patient_id), []).append(
+                f"patient {row.patient_id}, {row.series}: misregistered, registration moved it "
+                f"by {row.offset_mm:.1f} mm and {row.rotation_deg:.1f}°"
+            )
+        for stage, manifest in (("before", args.manifest), ("after", args.out / "manifest.csv")):
+            page = qc_page(
+                manifest,
+                args.qc / stage,
+                f"QC {stage} registration: {manifest}",
+                workers=args.workers,
+                notes=before if stage == "before" else None,
+            )
+            print(f"QC page, {stage}: {page}")
+    return 0

@@ -30,7 +30,7 @@ output is computed, chosen by ``impl``:
     in channels_last_3d memory (what the BatchNorm after it reads).
 
 The reformulations compute the same sums of the same products as ``conv`` in another order
-(tests/test_stem.py: within 1e-10 in float64, fp32 summation tolerance in fp32), and autograd
+(tests/models/test_stem.py: within 1e-10 in float64, fp32 summation tolerance in fp32), and autograd
 carries the gradient of the rearranged weight back to the one 7×7×7 parameter. ``auto`` (the
 default) picks ``conv`` on CPU and the meta device, where oneDNN's direct convolution is
 faster than any reformulation (measured with tcl/perf/stem.py, docs/performance.md),

@@ -1,7 +1,7 @@
 """``python -m tcl bench``: how fast one configuration trains and infers under a profile.
 
-Runs the training loop's own step (tcl.train.optimizer_step: prepare_batch, forward_backward,
-Adam) on
+Runs the training loop's own step (tcl.training.train.optimizer_step: prepare_batch,
+forward_backward, Adam) on
 synthetic random volumes of the profile's size (no cache needed) and reports, as JSON:
 
 - training and inference samples/s;
@@ -56,8 +56,8 @@ from tcl.models.stem import (
     resolve_impl,
     stem_impl,
 )
-from tcl.runtime import autocast, configure_backend, device_name, resolve_device
-from tcl.train import build_model, optimizer_step, prepare_batch
+from tcl.training.runtime import autocast, configure_backend, device_name, resolve_device
+from tcl.training.train import build_model, optimizer_step, prepare_batch
 from tcl.utils import TclError, provenance, write_text_atomic
 
 # Dense (no sparsity) bf16 tensor-core peak in TFLOP/s from the vendors' datasheets; matched

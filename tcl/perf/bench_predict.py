@@ -23,11 +23,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from tcl.application.saved import save_model
 from tcl.config import get_profile
 from tcl.data.preprocess import PREPROCESS_VERSION
 from tcl.data.transforms import CLIP_RANGE
 from tcl.models import build
-from tcl.saved import save_model
 
 
 def untrained_model(profile_name: str, config: str, folder: Path) -> Path:

@@ -1,7 +1,7 @@
 """``python -m tcl.perf.cpu_options``: what each CPU speed option does to a training step.
 
 For one configuration under a profile (default quick), times the training step
-(tcl.train.optimizer_step: augmentation, forward, backward, Adam) on random volumes of the
+(tcl.training.train.optimizer_step: augmentation, forward, backward, Adam) on random volumes of the
 profile's size, one variant at a time, in this process:
 
 ========== =====================================================================
@@ -30,10 +30,10 @@ from contextlib import nullcontext
 import torch
 
 from tcl.config import check_config, get_profile
-from tcl.losses import total_loss
 from tcl.models.stem import stem_impl
-from tcl.runtime import configure_backend
-from tcl.train import build_model
+from tcl.training.losses import total_loss
+from tcl.training.runtime import configure_backend
+from tcl.training.train import build_model
 
 VARIANTS = ("fp32", "channels", "bf16", "stem=s2d", "stem=s2d_depth", "stem=s2d_2d", "compile")
 

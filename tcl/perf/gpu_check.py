@@ -158,8 +158,8 @@ def unpack_make(deb: Path, dest: Path) -> Path:
 def run_aucs(
     run_dirs: list[Path], python: str = sys.executable, env: dict[str, str] | None = None
 ) -> dict[str, dict[str, float | None]]:
-    """The test AUCs of each finished run in ``run_dirs``, keyed by its path: tcl.stats's AUC,
-    computed by ``python`` (the project's environment) in one process. This script's own
+    """The test AUCs of each finished run in ``run_dirs``, keyed by its path: tcl.evaluation.stats's
+    AUC, computed by ``python`` (the project's environment) in one process. This script's own
     process starts before the project's dependencies are installed, so it never imports them."""
     finished = [str(d) for d in run_dirs if (d / "predictions.csv").exists()]
     if not finished:
@@ -175,7 +175,7 @@ def aucs_worker(run_dirs: list[str]) -> int:
 
     # Here, not at the top: the check's own process runs on the standard library alone until
     # its env phase has installed the project's wheels (this worker runs after that).
-    from tcl.stats import mann_whitney_auc
+    from tcl.evaluation.stats import mann_whitney_auc
 
     aucs = {}
     for run_dir in run_dirs:

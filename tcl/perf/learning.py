@@ -1,6 +1,6 @@
 """``python -m tcl.perf.learning``: learning curves of one configuration on one draw.
 
-The training loop's own pieces (tcl.train: start_training, StepPlan, train_step,
+The training loop's own pieces (tcl.training.train: start_training, StepPlan, train_step,
 refit_classifiers) run under a profile with any of its fields overridden (``--set
 epochs=28``), and after every ``--every`` epochs the network is evaluated, unaugmented and in
 eval mode, on the draw's training and test patients. One CSV row per evaluated epoch: the
@@ -37,10 +37,10 @@ from sklearn.metrics import roc_auc_score
 from tcl.config import Profile, check_config, get_profile
 from tcl.data.draw import DrawData, load_draw
 from tcl.data.preprocess import load_cache
-from tcl.inference import predict
-from tcl.predictions import decide
-from tcl.runtime import configure_backend, kernels, resolve_device
-from tcl.train import StepPlan, refit_classifiers, start_training, train_step
+from tcl.tasks import decide
+from tcl.training.inference import predict
+from tcl.training.runtime import configure_backend, kernels, resolve_device
+from tcl.training.train import StepPlan, refit_classifiers, start_training, train_step
 from tcl.utils import TclError, atomic_path, provenance
 
 

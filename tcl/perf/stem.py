@@ -31,7 +31,7 @@ import torch
 
 from tcl.config import get_profile
 from tcl.models.stem import STEM_IMPLS, StemConv3d
-from tcl.runtime import autocast, configure_backend, resolve_device
+from tcl.training.runtime import autocast, configure_backend, resolve_device
 
 
 def _timed(fn: Any, args: tuple, device: torch.device, repeats: int, warmup: int) -> float:
