@@ -1,7 +1,7 @@
 # tcl — regenerate the paper's results from one command.
 #
 #   make all            environment, data, 27 trainings, evaluation, every notebook, table and figure
-#   make test           pytest, then the whole pipeline with PROFILE=smoke (the test command CI runs)
+#   make test           the whole pipeline with PROFILE=smoke, then pytest (the test command CI runs)
 #   make data           only the cohort, its cache and its draws (what notebook 01 asks for when
 #                       they are missing)
 #   make env            only build .venv/ (torch 2.13 + requirements.lock + this package)
@@ -134,11 +134,12 @@ data: env
 
 # The suite on every core (pytest-xdist), each test file on one worker so that its module
 # fixtures (a registered cohort, say) are built once, and the files that share a session fixture
-# (the trained network) on one worker too (tests/conftest.py groups them). `python -m pytest
+# (the trained network) on one worker too (tests/conftest.py, SHARED_WORKER). `python -m pytest
 # tests/x/test_y.py` alone runs serially as usual.
+# The smoke pipeline runs first: tests/test_slurm.py takes it as its reference.
 test: env
-	$(PYTHON) -m pytest -q -n auto --dist loadgroup
 	$(MAKE) --no-print-directory -j2 pipeline PROFILE=smoke THREADS=1
+	$(PYTHON) -m pytest -q -n auto --dist loadfile
 
 lint: env
 	$(PYTHON) -m ruff check tcl tests tools

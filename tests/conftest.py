@@ -22,17 +22,34 @@ from tcl.synthetic.cohort import synthesize_cohort
 from tcl.training.train import train_run
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test that reads ../shared/data is marked ``real_data``; every test not in an xdist
-    group of its own is in its file's, so that ``--dist loadgroup`` keeps a file on one worker
-    (its module fixtures built once) and files that share a session fixture, marked with one
-    group, on one worker too (tests/README.md)."""
+    """Every test that reads ../shared/data is marked ``real_data`` (tests/README.md)."""
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+# Test files that share a session fixture, and so one xdist worker (the fixture is then built
+# once): file -> the name of its group. Every other file is a group of its own.
+SHARED_WORKER = {
+    f"tests/application/test_{name}.py": "trained network"
+    for name in ("predict", "saved", "explain")
+}
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """Under ``--dist loadfile`` (make test), each test file goes to one worker, as pytest-xdist
+    does, and the files of one :data:`SHARED_WORKER` group go to the same worker."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the suite
+
+    class FilesAndGroups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return SHARED_WORKER.get(path, path)
+
+    return FilesAndGroups(config, log)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -514,7 +531,7 @@ SYNTH_SHAPE = (48, 48, 12)
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A small synthetic cohort (with sign maps), its smoke cache and draws, and the proposed
     network trained on draws 0 and 1 with saved weights. Built once per xdist worker: the
-    files that use it share the xdist group ``trained-network`` (tests/README.md)."""
+    files that use it share one xdist worker (SHARED_WORKER)."""
     from tcl.data.manifest import read_manifest
     from tcl.data.preprocess import preprocess_cohort
     from tcl.data.splits import make_draws, write_splits

@@ -37,17 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
-from nibabel import orientations
 from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
 from tcl.data.manifest import MODALITIES, PatientFiles
 from tcl.data.nifti import save_volume
 from tcl.data.patients import load_patient
-from tcl.data.transforms import resize_trilinear
+from tcl.data.preprocess import PreparedPatient
+from tcl.data.transforms import InputGeometry, to_canonical, to_stored
 from tcl.tasks import PAPER_TASK, TASKS
 from tcl.utils import TclError, atomic_path
 
@@ -143,40 +142,6 @@ def integrated_gradients(
 # ---------------------------------------------------------------------------- back to the patient
 
 
-def to_canonical(volume_map: np.ndarray, geometry: Any) -> np.ndarray:
-    """[H, W, D] map on the network grid → [X, Y, Z] on the patient's canonical grid.
-
-    The inverse of the crop → pad → resize of tcl.data.preprocess: resize back to the padded
-    crop (same trilinear rule), drop the padding, put the crop in place; zero elsewhere. Values
-    are scaled by (H·W·D) / (side·side·Z) so that the map's sum is kept.
-    """
-    x0, x1, y0, y1 = geometry.box
-    n_z = geometry.canonical_shape[2]
-    side = geometry.side
-    up = resize_trilinear(volume_map[None].astype(np.float32), (side, side, n_z))[0]
-    up *= np.float32(volume_map.size / up.size)
-    pad_x, pad_y = geometry.pad
-    full = np.zeros(geometry.canonical_shape, dtype=np.float32)
-    full[x0:x1, y0:y1, :] = up[pad_x : pad_x + (x1 - x0), pad_y : pad_y + (y1 - y0), :]
-    return full
-
-
-def to_stored(canonical: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """[X, Y, Z] in canonical RAS+ order → the voxel order of a file with ``affine`` (the
-    inverse of nibabel's ``as_closest_canonical``)."""
-    stored = nib.io_orientation(affine)
-    ras = orientations.axcodes2ornt(("R", "A", "S"))
-    return orientations.apply_orientation(canonical, orientations.ornt_transform(ras, stored))
-
-
-def box_mask(geometry: Any) -> np.ndarray:
-    """Boolean [X, Y, Z] of the crop box (canonical grid): every voxel the network saw."""
-    inside = np.zeros(geometry.canonical_shape, dtype=bool)
-    x0, x1, y0, y1 = geometry.box
-    inside[x0:x1, y0:y1, :] = True
-    return inside
-
-
 # ---------------------------------------------------------------------------- one patient's maps
 
 
@@ -193,13 +158,12 @@ class Explanation:
 
 def explain_patient(
     models: Sequence[torch.nn.Module],
-    patient: Any,
+    patient: PreparedPatient,
     device: torch.device,
     steps: int = DEFAULT_IG_STEPS,
     batch_size: int = 8,
 ) -> Explanation:
-    """Integrated gradients of a prepared patient (tcl.application.predict.PreparedPatient), mapped
-    back to its canonical grid."""
+    """Integrated gradients of a prepared patient, mapped back to its canonical grid."""
     attribution = integrated_gradients(models, patient.volume, device, steps, batch_size)
     canonical, channel_share = {}, {}
     for task, per_channel in attribution.maps.items():
@@ -235,11 +199,11 @@ def overview_slice(
 def overview_figure(
     images: np.ndarray,
     maps: dict[str, np.ndarray],
-    geometry: Any,
+    geometry: InputGeometry,
     tumour: np.ndarray | None,
     title: str,
     roi: tuple[int, int, int, int, int, int] | None = None,
-) -> Any:
+) -> Any:  # a matplotlib Figure (matplotlib is imported when drawing)
     """The three sequences at :func:`overview_slice`, plain and with each task's map overlaid
     (red: evidence for class 1, blue: against), cropped to the box.
 
@@ -248,6 +212,7 @@ def overview_figure(
         tumour: [X, Y, Z] boolean tumour region (mask > 0), or None (a bounding box only).
         roi: the canonical ROI box, whose slices the overview keeps to without a mask.
     """
+    # matplotlib (0.48 s) only when an overview is drawn: predict without --explain never is
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -287,11 +252,15 @@ def overview_figure(
 
 
 def write_explanation(
-    folder: Path, explanation: Explanation, patient: Any, files: PatientFiles, title: str
+    folder: Path,
+    explanation: Explanation,
+    patient: PreparedPatient,
+    files: PatientFiles,
+    title: str,
 ) -> None:
     """``folder``/{invasion,high_grade}.nii.gz in the T1C file's stored grid and affine, and
     ``folder``/overview.png (each file written atomically)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # as in overview_figure: only when maps are written
 
     geometry = patient.geometry
     folder.mkdir(parents=True, exist_ok=True)
@@ -322,7 +291,7 @@ def path_batch(models: Sequence[torch.nn.Module], device: torch.device) -> int:
 
 def explain_patients(
     models: Sequence[torch.nn.Module],
-    prepared: Sequence[Any],
+    prepared: Sequence[PreparedPatient],
     patients: Sequence[PatientFiles],
     predictions: pd.DataFrame,
     out: Path,

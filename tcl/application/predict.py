@@ -23,10 +23,8 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -35,64 +33,13 @@ from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidget
 from tcl.application.explain import DEFAULT_IG_STEPS, explain_patients
 from tcl.application.saved import ModelSpec, load_model, read_spec
 from tcl.data.manifest import PatientFiles, read_manifest
-from tcl.data.patients import PatientImages
-from tcl.data.preprocess import load_and_preprocess
-from tcl.data.transforms import crop_box, square_padding
+from tcl.data.preprocess import PreparedPatient, load_and_preprocess
+from tcl.data.transforms import input_geometry
 from tcl.parallel import default_workers, map_patients
 from tcl.tasks import DECISION_RULE, PREDICT_COLUMNS, TASKS, decide
 from tcl.training.inference import predict
 from tcl.training.runtime import resolve_device
 from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
-
-
-@dataclass
-class InputGeometry:
-    """How a patient's network input was cut from its T1C file, to map results back.
-
-    ``box`` is the in-plane crop (x0, x1, y0, y1) in the canonical (RAS+) voxel grid of shape
-    ``canonical_shape`` [X, Y, Z]; the crop was zero-padded to ``side`` × ``side`` (``pad`` =
-    voxels before, x and y) and resized to the network's ``size``. ``affine`` and ``shape`` are
-    the T1C file's own (stored) grid, the grid explanation maps are written in.
-    """
-
-    box: tuple[int, int, int, int]
-    canonical_shape: tuple[int, int, int]
-    side: int
-    pad: tuple[int, int]
-    size: tuple[int, int, int]
-    affine: np.ndarray  # 4×4 of the stored T1C file
-    shape: tuple[int, int, int]  # of the stored T1C file
-
-
-@dataclass
-class PreparedPatient:
-    """One patient ready for the network: ``volume`` [3, H, W, D] float16 (as in a cache), and
-    what checking the files found that does not stop a prediction (as ``tcl validate`` says it:
-    signal warnings, files resampled onto the T1C grid)."""
-
-    patient_id: str
-    volume: np.ndarray
-    geometry: InputGeometry
-    warnings: list[str]
-
-
-def input_geometry(
-    loaded: PatientImages, t1c_path: str, size: tuple[int, int, int], margin: int
-) -> InputGeometry:
-    """The crop, pad and resize that :func:`preprocess_images` applies to ``loaded``."""
-    shape = loaded.images.shape[1:]
-    x0, x1, y0, y1 = crop_box(loaded.roi, shape, margin)
-    (pad_x, _), (pad_y, _) = square_padding(x1 - x0, y1 - y0)
-    header = nib.load(t1c_path)  # the header only: the data was read by load_patient
-    return InputGeometry(
-        box=(x0, x1, y0, y1),
-        canonical_shape=tuple(shape),  # type: ignore[arg-type]
-        side=max(x1 - x0, y1 - y0),
-        pad=(pad_x, pad_y),
-        size=tuple(size),  # type: ignore[arg-type]
-        affine=np.asarray(header.affine, dtype=np.float64),
-        shape=tuple(int(s) for s in header.shape[:3]),  # type: ignore[arg-type]
-    )
 
 
 def _prepare(
@@ -104,7 +51,7 @@ def _prepare(
     problems, loaded, volume = load_and_preprocess(files, size, margin, alignment)
     if volume is None or loaded is None:
         return problems, None
-    geometry = input_geometry(loaded, files.paths["t1c"], size, margin)
+    geometry = input_geometry(loaded.roi, loaded.images.shape[1:], files.paths["t1c"], size, margin)
     notes = list(loaded.warnings) + [
         f"patient {files.patient_id}, {name}: resampled onto the T1C grid ({how})"
         for name, how in loaded.resampled.items()

@@ -40,6 +40,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pydicom
+import SimpleITK as sitk
+from skimage.draw import polygon
 
 from tcl.data.manifest import MODALITIES, unusable_id
 from tcl.data.qc import qc_page
@@ -94,7 +97,6 @@ def _is_dicom(path: Path) -> bool:
 
 def scan_patient(folder: Path) -> PatientDicom:
     """Every DICOM file under ``folder``, sorted into series and structure sets."""
-    import pydicom
 
     found = PatientDicom(patient_id=folder.name)
     for root, _, names in os.walk(folder):
@@ -201,8 +203,6 @@ def choose(patient: PatientDicom, rules: dict[str, str]) -> dict[str, Series]:
 def read_series(series: Series, what: str):
     """The series as a SimpleITK image (LPS geometry, rescale applied), its slices ordered
     along the slice normal."""
-    import pydicom
-    import SimpleITK as sitk
 
     positions = []
     for path in series.files:
@@ -244,8 +244,6 @@ def continuous_index(image, points: np.ndarray) -> np.ndarray:
 def rasterise(structure_set: Path, pattern: str, image, what: str) -> np.ndarray | None:
     """The contours of the ROIs whose name matches ``pattern`` filled on ``image``'s grid:
     uint8 [Z, Y, X] (SimpleITK's array order), 1 inside; None if no ROI matches."""
-    import pydicom
-    from skimage.draw import polygon
 
     try:
         rtstruct = pydicom.dcmread(structure_set)
@@ -278,7 +276,6 @@ def rasterise(structure_set: Path, pattern: str, image, what: str) -> np.ndarray
 
 def referenced_series(path: Path) -> str | None:
     """The SeriesInstanceUID of the image series a structure set or a SEG was drawn on."""
-    import pydicom
 
     header = pydicom.dcmread(path, stop_before_pixels=True)
     for series in getattr(header, "ReferencedSeriesSequence", []):  # SEG
@@ -294,7 +291,6 @@ def segmentation(path: Path, pattern: str, image, what: str) -> np.ndarray | Non
     """The frames of a DICOM SEG whose segment label matches ``pattern``, placed on
     ``image``'s grid by their ImagePositionPatient: uint8 [Z, Y, X], 1 inside; None if no
     segment matches. The frames must share the image's rows, columns and orientation."""
-    import pydicom
 
     try:
         seg = pydicom.dcmread(path)
@@ -337,7 +333,6 @@ class Job:
 def import_patient(job: Job) -> dict[str, str]:
     """Write one patient's chosen series (and mask) under ``staging``/images/<patient>/;
     returns its manifest row (paths relative to the output folder)."""
-    import SimpleITK as sitk
 
     patient = job.patient
     pid = patient.patient_id

@@ -161,6 +161,8 @@ def resample_to_grid(
     ``resample_from_to`` (scipy ``affine_transform``): ``order`` 1 = trilinear (images),
     0 = nearest neighbour (label masks, so labels stay labels). Points outside ``volume``'s
     field of view become 0. Returns data [*shape] float32."""
+    # here, not at the top: it imports scipy.ndimage (0.47 s), which only resampling needs, and
+    # this module is imported by every command
     from nibabel.processing import resample_from_to
 
     source = nib.Nifti1Image(np.asarray(volume.data, dtype=np.float32), volume.affine)

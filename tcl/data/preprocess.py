@@ -32,7 +32,7 @@ import pandas as pd
 
 from tcl.data.manifest import MODALITIES, PatientFiles, read_csv_text_ids, read_manifest
 from tcl.data.patients import PatientImages, load_patient
-from tcl.data.transforms import CLIP_RANGE, preprocess_images
+from tcl.data.transforms import CLIP_RANGE, InputGeometry, preprocess_images
 from tcl.parallel import default_workers, map_patients
 from tcl.utils import TclError, atomic_path, exit_on_sigterm, provenance, write_text_atomic
 
@@ -53,6 +53,18 @@ INDEX_COLUMNS = (
     "scanner",
 )
 CACHE_FILES = ("volumes.npy", "index.csv", "meta.json")
+
+
+@dataclass
+class PreparedPatient:
+    """One patient ready for the network: ``volume`` [3, H, W, D] float16 (as in a cache), and
+    what checking the files found that does not stop a prediction (as ``tcl validate`` says it:
+    signal warnings, files resampled onto the T1C grid)."""
+
+    patient_id: str
+    volume: np.ndarray
+    geometry: InputGeometry
+    warnings: list[str]
 
 
 def load_and_preprocess(

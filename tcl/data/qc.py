@@ -39,6 +39,8 @@ def central_slice(images: PatientImages) -> int:
 
 def render(images: PatientImages, title: str, path: Path) -> None:
     """Write the patient's QC picture to ``path`` (PNG, written under a temporary name)."""
+    # matplotlib (0.48 s) only when a page is drawn: validate, import-dicom and register import
+    # this module whether or not --qc was asked for
     import matplotlib
 
     matplotlib.use("Agg")

@@ -31,6 +31,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
 
 from tcl.data.manifest import PatientFiles, find_separator, read_csv_text_ids, read_manifest
 from tcl.data.nifti import load_volume
@@ -154,8 +155,6 @@ def register_patient(
 
 def _register_job(job: tuple[int, PatientFiles], staging: Path, settings: Settings, threads: int):
     """Worker: (results, None) or (None, the error's message)."""
-    import SimpleITK as sitk
-
     # ITK's own threads, shared among the workers: more would only compete for the cores
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     try:

@@ -26,6 +26,9 @@ import numpy as np
 from tcl.data.nifti import Volume
 from tcl.utils import TclError
 
+# SimpleITK (0.24 s to import) is imported by the functions that run a registration:
+# tcl.data.patients reads this module's thresholds on every patient load, which must not pay it.
+
 # Beyond these a series is reported as misregistered. Below them lies what a co-registered
 # cohort still shows: EPI distortion shifts ADC maps by a few millimetres (the synthetic cohort
 # shifts its ADC by up to 2 mm in x and y, 2.8 mm in all, on purpose), and the quick check

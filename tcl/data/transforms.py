@@ -1,5 +1,8 @@
-"""The image operations of preprocessing: pure functions on arrays, NumPy only (workers need no
-torch), shared by the cache builder (tcl.data.preprocess), prediction and validation.
+"""The image operations of preprocessing, forward and back: pure functions on arrays (NumPy and
+nibabel's header and orientation helpers; workers need no torch), shared by the cache builder
+(tcl.data.preprocess), prediction and validation; and the record of how one patient's input was
+cut (:class:`InputGeometry`), with the way back from the network's grid to the patient's
+(:func:`to_canonical`, :func:`to_stored`, :func:`box_mask`) that explanation maps take.
 
 Per patient, on the three modalities on the T1C voxel grid (FLAIR-C and ADC on another grid are
 resampled onto it, see :func:`tcl.data.patients.load_patient`), reoriented to canonical RAS+
@@ -26,7 +29,11 @@ resampled onto it, see :func:`tcl.data.patients.load_patient`), reoriented to ca
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import nibabel as nib
 import numpy as np
+from nibabel import orientations
 
 Roi = tuple[int, int, int, int, int, int]
 CLIP_RANGE = (0.0, 1200.0)
@@ -122,3 +129,80 @@ def preprocess_images(
     if count == 0:
         raise ValueError(f"no voxel > 0 in the ROI after clipping to {list(CLIP_RANGE)}")
     return normalised
+
+
+# ---------------------------------------------------------------------------- and back
+# Prediction records how each patient's input was cut (InputGeometry); explanation maps go back
+# through it to the patient's own grid.
+
+
+@dataclass
+class InputGeometry:
+    """How a patient's network input was cut from its T1C file, to map results back.
+
+    ``box`` is the in-plane crop (x0, x1, y0, y1) in the canonical (RAS+) voxel grid of shape
+    ``canonical_shape`` [X, Y, Z]; the crop was zero-padded to ``side`` × ``side`` (``pad`` =
+    voxels before, x and y) and resized to the network's ``size``. ``affine`` and ``shape`` are
+    the T1C file's own (stored) grid, the grid explanation maps are written in.
+    """
+
+    box: tuple[int, int, int, int]
+    canonical_shape: tuple[int, int, int]
+    side: int
+    pad: tuple[int, int]
+    size: tuple[int, int, int]
+    affine: np.ndarray  # 4×4 of the stored T1C file
+    shape: tuple[int, int, int]  # of the stored T1C file
+
+
+def input_geometry(
+    roi: Roi, shape: tuple[int, int, int], t1c_path: str, size: tuple[int, int, int], margin: int
+) -> InputGeometry:
+    """The crop, pad and resize that :func:`preprocess_images` applies to a patient's images of
+    canonical ``shape`` [X, Y, Z] with ``roi``, recorded to map results back."""
+    x0, x1, y0, y1 = crop_box(roi, shape, margin)
+    (pad_x, _), (pad_y, _) = square_padding(x1 - x0, y1 - y0)
+    header = nib.load(t1c_path)  # the header only: the data was read by load_patient
+    return InputGeometry(
+        box=(x0, x1, y0, y1),
+        canonical_shape=tuple(shape),  # type: ignore[arg-type]
+        side=max(x1 - x0, y1 - y0),
+        pad=(pad_x, pad_y),
+        size=tuple(size),  # type: ignore[arg-type]
+        affine=np.asarray(header.affine, dtype=np.float64),
+        shape=tuple(int(s) for s in header.shape[:3]),  # type: ignore[arg-type]
+    )
+
+
+def to_canonical(volume_map: np.ndarray, geometry: InputGeometry) -> np.ndarray:
+    """[H, W, D] map on the network grid → [X, Y, Z] on the patient's canonical grid.
+
+    The inverse of the crop → pad → resize above: resize back to the padded
+    crop (same trilinear rule), drop the padding, put the crop in place; zero elsewhere. Values
+    are scaled by (H·W·D) / (side·side·Z) so that the map's sum is kept.
+    """
+    x0, x1, y0, y1 = geometry.box
+    n_z = geometry.canonical_shape[2]
+    side = geometry.side
+    up = resize_trilinear(volume_map[None].astype(np.float32), (side, side, n_z))[0]
+    up *= np.float32(volume_map.size / up.size)
+    pad_x, pad_y = geometry.pad
+    full = np.zeros(geometry.canonical_shape, dtype=np.float32)
+    full[x0:x1, y0:y1, :] = up[pad_x : pad_x + (x1 - x0), pad_y : pad_y + (y1 - y0), :]
+    return full
+
+
+def to_stored(canonical: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """[X, Y, Z] in canonical RAS+ order → the voxel order of a file with ``affine`` (the
+    inverse of nibabel's ``as_closest_canonical``)."""
+    stored = nib.io_orientation(affine)
+    ras = orientations.axcodes2ornt(("R", "A", "S"))
+    return orientations.apply_orientation(canonical, orientations.ornt_transform(ras, stored))
+
+
+def box_mask(geometry: InputGeometry) -> np.ndarray:
+    """Boolean [X, Y, Z] of the crop box (canonical grid): every voxel the network saw."""
+    inside = np.zeros(geometry.canonical_shape, dtype=bool)
+    x0, x1, y0, y1 = geometry.box
+    inside[x0:x1, y0:y1, :] = True
+    return inside

@@ -60,6 +60,7 @@ from torch import nn
 from tcl.config import check_config
 from tcl.models.baselines import EFMT, MAML, MFMT, MMoE
 from tcl.models.tcl_net import SWITCHES, TaskAwareContrastiveNet
+from tcl.tasks import PAPER_TASK
 from tcl.utils import TclError
 
 # docs/baselines.md's variant flags: option → (default, allowed values); defaults are the spec's.
@@ -132,4 +133,4 @@ def classifiers(model: nn.Module) -> dict[str, nn.Module]:
     the ablations' main classifiers, the compared methods' heads H(·)). Auxiliary and intra-
     modality heads only shape the training loss and are not listed."""
     prefix = "cls" if isinstance(model, TaskAwareContrastiveNet) else "head"
-    return {task: getattr(model, f"{prefix}_{task}") for task in ("invasion", "grade")}
+    return {task: getattr(model, f"{prefix}_{task}") for task in PAPER_TASK.values()}

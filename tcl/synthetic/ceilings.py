@@ -49,6 +49,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from tcl.data.manifest import read_manifest
 from tcl.data.preprocess import load_cache
@@ -157,7 +161,6 @@ def sample_factors(
 
 
 def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
 
     return float(roc_auc_score(y, score)) if len(np.unique(y)) == 2 else float("nan")
 
@@ -211,9 +214,6 @@ def sign_features(table: pd.DataFrame, shared_only: bool = False) -> pd.DataFram
 
 
 def _logistic(seed: int):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=seed))
 

@@ -14,18 +14,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm  # text bars: tqdm.auto warns in kernels without ipywidgets
 
-from tcl.application.explain import DEFAULT_IG_STEPS, box_mask, explain_patient, path_batch
+from tcl.application.explain import DEFAULT_IG_STEPS, explain_patient, path_batch
 from tcl.application.predict import prepare_patients, read_patients
 from tcl.application.saved import ModelSpec, load_model
 from tcl.data.manifest import MODALITIES
 from tcl.data.nifti import load_volume
+from tcl.data.preprocess import PreparedPatient
+from tcl.data.transforms import box_mask
 from tcl.synthetic.cohort import SIGN_LABELS, SIGN_TASK
 from tcl.tasks import TASKS
 from tcl.training.runtime import resolve_device
@@ -77,7 +78,7 @@ def load_signs(path: str | os.PathLike, what: str = "") -> np.ndarray:
 
 def score_against_signs(
     models: Sequence[torch.nn.Module],
-    prepared: Sequence[Any],
+    prepared: Sequence[PreparedPatient],
     signs_paths: dict[str, str],
     labels: pd.DataFrame,
     device: torch.device,

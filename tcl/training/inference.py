@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tcl.tasks import PAPER_TASK, TASKS
 from tcl.training.runtime import autocast
 from tcl.utils import TclError
 
@@ -75,11 +76,13 @@ def predict(
     model.eval()
     while True:
         try:
-            p_invasion, p_high_grade = [], []
+            p: dict[str, list[torch.Tensor]] = {task: [] for task in TASKS}
             for outputs in outputs_in_batches(model, volumes, rows, batch_size, device):
-                p_invasion.append(torch.softmax(outputs["invasion"].float(), dim=1)[:, 1].cpu())
-                p_high_grade.append(torch.softmax(outputs["grade"].float(), dim=1)[:, 1].cpu())
-            return torch.cat(p_invasion).double().numpy(), torch.cat(p_high_grade).double().numpy()
+                for task in TASKS:
+                    logits = outputs[PAPER_TASK[task]].float()
+                    p[task].append(torch.softmax(logits, dim=1)[:, 1].cpu())
+            p_invasion, p_high_grade = (torch.cat(p[task]).double().numpy() for task in TASKS)
+            return p_invasion, p_high_grade
         except torch.OutOfMemoryError:
             if batch_size == 1:
                 raise TclError(

@@ -25,10 +25,6 @@ from tcl.data.nifti import load_volume
 from tcl.models import build
 from tcl.tasks import PAPER_TASK, TASKS
 
-# the files that share the `trained` fixture run on one worker (tests/README.md)
-pytestmark = pytest.mark.xdist_group("trained-network")
-
-
 INPUT_SHAPE = (3, 16, 16, 8)  # [channels, H, W, D]: the smoke profile's network input
 
 
@@ -102,8 +98,7 @@ def test_integrated_gradients_of_the_network_approach_completeness(trained):
 
 
 def test_maps_go_back_through_resize_pad_and_crop():
-    from tcl.application.explain import to_canonical
-    from tcl.application.predict import InputGeometry
+    from tcl.data.transforms import InputGeometry, to_canonical
 
     # a crop of 6 × 10 in-plane (padded to 10 × 10) resized to 5 × 5 × 2 from 4 slices
     geometry = InputGeometry(
@@ -121,7 +116,7 @@ def test_maps_go_back_through_resize_pad_and_crop():
 
 
 def test_maps_are_written_back_in_the_stored_voxel_order(tmp_path):
-    from tcl.application.explain import to_stored
+    from tcl.data.transforms import to_stored
 
     data = np.arange(5 * 6 * 7, dtype=np.float32).reshape(5, 6, 7)
     for codes in (("L", "A", "S"), ("P", "L", "I"), ("S", "R", "A")):

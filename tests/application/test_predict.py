@@ -11,9 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# the files that share the `trained` fixture run on one worker (tests/README.md)
-pytestmark = pytest.mark.xdist_group("trained-network")
-
 
 def _predict(*args: str, alignment: bool = False) -> int:
     """``python -m tcl predict`` on one CPU thread. The misregistration check (a registration

@@ -11,9 +11,6 @@ import pytest
 import torch
 from conftest import SMOKE
 
-# the files that share the `trained` fixture run on one worker (tests/README.md)
-pytestmark = pytest.mark.xdist_group("trained-network")
-
 
 def test_a_saved_model_is_safetensors_plus_a_description_and_rebuilds_exactly(trained):
     from safetensors.torch import load_file
