@@ -139,7 +139,7 @@ data: env
 # The smoke pipeline runs first: tests/test_slurm.py takes it as its reference.
 test: env
 	$(MAKE) --no-print-directory -j2 pipeline PROFILE=smoke THREADS=1
-	$(PYTHON) -m pytest -q -n auto --dist loadfile
+	TCL_SMOKE_REFERENCE=$(CURDIR) $(PYTHON) -m pytest -q -n auto --dist loadfile
 
 lint: env
 	$(PYTHON) -m ruff check tcl tests tools

@@ -21,12 +21,28 @@ from tcl.config import get_profile
 from tcl.synthetic.cohort import synthesize_cohort
 from tcl.training.train import train_run
 
+# The files that take longest, longest first (pytest --durations=0 under make test, 2 cores):
+# the Slurm pipeline, the registrations, the documents' commands, the stem at paper size. They
+# are collected first, so that xdist hands them out first and the short files fill the gaps
+# after, instead of one long file starting when the other worker is nearly done.
+LONGEST_FIRST = (
+    "tests/data/test_register.py",
+    "tests/test_slurm.py",
+    "tests/data/test_registration.py",
+    "tests/test_documents.py",
+    "tests/models/test_stem.py",
+    "tests/data/test_validate.py",
+)
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every test that reads ../shared/data is marked ``real_data`` (tests/README.md)."""
+    """Every test that reads ../shared/data is marked ``real_data`` (tests/README.md); the
+    files of :data:`LONGEST_FIRST` go first, in that order, each file's tests in theirs."""
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_data)
+    rank = {path: k for k, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 # Test files that share a session fixture, and so one xdist worker (the fixture is then built
@@ -39,9 +55,12 @@ SHARED_WORKER = {
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """Under ``--dist loadfile`` (make test), each test file goes to one worker, as pytest-xdist
-    does, and the files of one :data:`SHARED_WORKER` group go to the same worker."""
+    does, and the files of one :data:`SHARED_WORKER` group go to the same worker; in the order
+    of collection (:data:`LONGEST_FIRST`), not xdist's default of the files with most tests
+    first."""
     if config.getvalue("dist") != "loadfile":
         return None
+    config.option.loadscopereorder = False
     from xdist.scheduler import LoadScopeScheduling  # only where xdist runs the suite
 
     class FilesAndGroups(LoadScopeScheduling):
@@ -50,6 +69,19 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
             return SHARED_WORKER.get(path, path)
 
     return FilesAndGroups(config, log)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _itk_one_thread():
+    """Every registration in the tests runs ITK on one thread, for torch's reason below: with
+    the other worker busy, the known-transforms test took 55.6 s on ITK's default two threads
+    and 45.9 s on one. (The register verb sets its workers' threads itself.)"""
+    import SimpleITK as sitk
+
+    previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    yield
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -2,8 +2,8 @@
 this module starts on localhost (tools/slurm_local.py; Debian's slurm-wlm and munge, as root).
 
 The reference is the smoke pipeline without Slurm (three draws: 27 trainings, radiomics,
-evaluation, every notebook): the repository's own, which ``make test`` builds just before the
-tests (make finds nothing left to do there), or, where it is missing or stale, one built here.
+evaluation, every notebook): the repository's own, which ``make test`` runs just before the
+tests and names in TCL_SMOKE_REFERENCE, or, run alone, one built here.
 The same command then runs with LAUNCH in a second project folder that shares its data, as nodes
 share a filesystem, and holds the reference's trainings of draws 1 and 2, so that Slurm runs the
 nine trainings of draw 0 and the radiomics reference. Its first attempt is stopped by
@@ -123,22 +123,18 @@ def tables(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in files}
 
 
-def up_to_date(folder: Path) -> bool:
-    """Whether make finds the smoke pipeline in ``folder`` complete: its dry run would run no
-    step (only the comparison with the README, which writes nothing)."""
-    dry = subprocess.run(
-        ["make", "-n", "pipeline", "PROFILE=smoke", f"PYTHON={sys.executable}"],
-        cwd=folder, capture_output=True, text=True,
-    )  # fmt: skip
-    steps = [line for line in dry.stdout.splitlines() if " -m tcl" in line]
-    return dry.returncode == 0 and all(" -m tcl report compare " in line for line in steps)
-
-
 def reference_project(folder: Path, env: dict[str, str]) -> Path:
-    """The smoke pipeline without Slurm: the repository's own if complete, else built in
-    ``folder`` (a project folder of its own, so the repository is never written to)."""
-    if up_to_date(ROOT) and (ROOT / "figures" / "smoke").is_dir():
-        return ROOT
+    """The smoke pipeline without Slurm: the project folder that TCL_SMOKE_REFERENCE names
+    (``make test`` names the repository, whose smoke pipeline it has just run), else one built
+    in ``folder``, a project folder of its own."""
+    given = os.environ.get("TCL_SMOKE_REFERENCE")
+    if given:
+        reference = Path(given).resolve()
+        complete = reference / "results" / "smoke" / "runs" / STOPPED / "draw0" / "predictions.csv"
+        assert complete.is_file() and (reference / "figures" / "smoke").is_dir(), (
+            f"TCL_SMOKE_REFERENCE={given} holds no finished smoke pipeline"
+        )
+        return reference
     reference = project(folder)
     done = make(reference, env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -37,7 +37,7 @@ from tcl.data.preprocess import PreparedPatient, load_and_preprocess
 from tcl.data.transforms import input_geometry
 from tcl.parallel import default_workers, map_patients
 from tcl.tasks import DECISION_RULE, PREDICT_COLUMNS, TASKS, decide
-from tcl.training.inference import predict
+from tcl.training.inference import class_probabilities
 from tcl.training.runtime import resolve_device
 from tcl.utils import TclError, atomic_path, available_cpus, provenance, write_text_atomic
 
@@ -138,7 +138,7 @@ def predict_volumes(
     for model in models:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
-            invasion, high_grade = predict(model, volumes, chunk, batch_size, device)
+            invasion, high_grade = class_probabilities(model, volumes, chunk, batch_size, device)
             p_invasion[chunk] += invasion
             p_high_grade[chunk] += high_grade
             bar.update(len(chunk))

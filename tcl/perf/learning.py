@@ -38,7 +38,7 @@ from tcl.config import Profile, check_config, get_profile
 from tcl.data.draw import DrawData, load_draw
 from tcl.data.preprocess import load_cache
 from tcl.tasks import decide
-from tcl.training.inference import predict
+from tcl.training.inference import class_probabilities
 from tcl.training.runtime import configure_backend, kernels, resolve_device
 from tcl.training.train import StepPlan, refit_classifiers, start_training, train_step
 from tcl.utils import TclError, atomic_path, provenance
@@ -83,7 +83,7 @@ def evaluate(
         "test": (data.test_invasion, data.test_high_grade),
     }
     for part, rows in (("train", train_rows), ("test", data.test_rows)):
-        p_invasion, p_high_grade = predict(model, data.volumes, rows, 64, device)
+        p_invasion, p_high_grade = class_probabilities(model, data.volumes, rows, 64, device)
         out[f"{part}_auc_invasion"] = _auc(labels[part][0], p_invasion)
         out[f"{part}_auc_grade"] = _auc(labels[part][1], p_high_grade)
         # grade among the non-invasive patients alone (high grade without invasion against

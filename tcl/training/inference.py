@@ -55,7 +55,7 @@ def outputs_in_batches(
 
 
 @torch.no_grad()
-def predict(
+def class_probabilities(
     model: nn.Module,
     volumes: np.ndarray,
     rows: np.ndarray,

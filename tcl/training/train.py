@@ -73,7 +73,7 @@ from tcl.training.checkpoints import (
     restore_rng_states,
     rng_states,
 )
-from tcl.training.inference import predict
+from tcl.training.inference import class_probabilities
 from tcl.training.losses import total_loss
 from tcl.training.runs import (
     commit_run,
@@ -517,12 +517,12 @@ def refit_classifiers(state: TrainingState, data: DrawData, profile: Profile, se
     }
 
 
-def predict_test(
+def score_test_patients(
     model: nn.Module, data: DrawData, draw: int, profile: Profile, device: torch.device
 ) -> tuple[pd.DataFrame, float]:
     """The draw's test patients through the final model: predictions.csv's table, seconds."""
     start = time.perf_counter()
-    p_invasion, p_high_grade = predict(
+    p_invasion, p_high_grade = class_probabilities(
         model, data.volumes, data.test_rows, profile.batch_size, device
     )
     table = pd.DataFrame(
@@ -701,7 +701,9 @@ def train_run(
             say(f"stopped after epoch {last_epoch} of {profile.epochs} (max_epochs); rerun")
             return out_dir
         refit_classifiers(state, data, profile, seed)
-        predictions, eval_seconds = predict_test(state.model, data, draw, profile, torch_device)
+        predictions, eval_seconds = score_test_patients(
+            state.model, data, draw, profile, torch_device
+        )
         policy.between_steps(state, profile.epochs, plan.steps)  # stops here after a signal
         run = describe_run(config, draw, seed, profile, key, torch_device, compile, grad_accum,
                            plan, state, data, flops, eval_seconds, wall_start, cache_dir,

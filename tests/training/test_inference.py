@@ -11,7 +11,7 @@ from tcl.utils import TclError
 def test_prediction_halves_the_batch_when_memory_runs_out():
     import torch
 
-    from tcl.training.inference import predict
+    from tcl.training.inference import class_probabilities
 
     class Model(torch.nn.Module):
         """Says class 1 with probability sigmoid(mean(x)); runs "out of memory" above 3."""
@@ -31,7 +31,7 @@ def test_prediction_halves_the_batch_when_memory_runs_out():
     volumes = np.random.default_rng(0).normal(size=(10, 3, 4, 4, 2)).astype(np.float16)
     rows = np.array([9, 0, 3, 5, 7, 1, 2])
     model = Model()
-    p_invasion, p_high_grade = predict(model, volumes, rows, 16, torch.device("cpu"))
+    p_invasion, p_high_grade = class_probabilities(model, volumes, rows, 16, torch.device("cpu"))
     expected = 1 / (1 + np.exp(-volumes[rows].astype(np.float32).mean(axis=(1, 2, 3, 4))))
     np.testing.assert_allclose(p_invasion, expected, rtol=1e-6)
     np.testing.assert_allclose(p_high_grade, 1 - expected, rtol=1e-5)
@@ -42,4 +42,4 @@ def test_prediction_halves_the_batch_when_memory_runs_out():
             raise torch.OutOfMemoryError("fake")
 
     with pytest.raises(TclError, match="single test patient"):
-        predict(Hopeless(), volumes, rows, 4, torch.device("cpu"))
+        class_probabilities(Hopeless(), volumes, rows, 4, torch.device("cpu"))
