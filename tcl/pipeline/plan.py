@@ -5,6 +5,7 @@ Makefile asks.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 
@@ -78,6 +79,24 @@ def _make_jobs(makeflags: str) -> int | None:
     return int(match.group(1)) if match.group(1) else available_cpus()
 
 
+# A GPU driver leaves these behind (NVIDIA's, and ROCm's, which torch.cuda also reports): where
+# none exists there is no GPU for torch to find, and make need not wait 2 s for torch's import.
+GPU_DRIVER_FILES = ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd")
+
+
+def _gpu() -> tuple[bool, float | None]:
+    """Whether torch finds a CUDA (or ROCm) GPU, and the first one's memory in GiB."""
+    if not any(os.path.exists(path) for path in GPU_DRIVER_FILES):
+        return False, None
+    # torch only here: every `make` call plans through this module, and neither a launched plan
+    # nor a machine without a GPU driver should spend 2 s importing it
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, None
+    return True, torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m tcl.pipeline.plan plan PROFILE JOBS THREADS MAKEFLAGS [--launched]`` prints what
     ``make all`` runs with: ``PROFILE JOBS THREADS JFLAG`` (PROFILE auto resolved: paper on CUDA,
@@ -120,12 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(profile, n, k, "-" if make_jobs else f"-j{n}")
         return 0
 
-    # torch only here: every `make` call plans through this module, and a launched plan (above)
-    # must not spend a second importing torch on a login node that has no GPU to ask about
-    import torch
-
-    cuda = torch.cuda.is_available()
-    gpu_memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30 if cuda else None
+    cuda, gpu_memory_gib = _gpu()
     if profile == "auto":
         profile = "paper" if cuda else "quick"
     get_profile(profile)

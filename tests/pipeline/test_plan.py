@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from tcl.pipeline import plan
 from tcl.utils import TclError
 
 
@@ -39,3 +43,26 @@ def test_make_jobs_are_read_from_makeflags():
     assert _make_jobs("s -j3 --jobserver-auth=3,4") == 3
     assert _make_jobs(" -j --jobserver-auth=3,4") == (os.cpu_count() or 1)
     assert _make_jobs("--no-print-directory -j12") == 12
+
+
+def test_without_a_gpu_driver_the_plan_does_not_import_torch(tmp_path):
+    # make plans at every start: on a machine without a GPU driver it must not wait for torch
+    code = (
+        "import sys; from tcl.pipeline import plan; plan.GPU_DRIVER_FILES = ('/nonexistent',); "
+        "print(plan._gpu(), 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["(False,", "None)", "False"]
+
+
+def test_with_a_gpu_driver_the_plan_asks_torch(tmp_path, monkeypatch):
+    import torch
+
+    driver = tmp_path / "version"
+    driver.write_text("a driver")
+    monkeypatch.setattr(plan, "GPU_DRIVER_FILES", (str(driver),))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda i: type("P", (), {"total_memory": 80 * 2**30})
+    )
+    assert plan._gpu() == (True, 80.0)
