@@ -5,9 +5,10 @@ and the order in which a finished training writes its files.
 there too, as config ``radiomics``) receives ``history.csv`` (after every epoch),
 ``checkpoint.pt`` (tcl.training.checkpoints), then ``run.json``, the saved network if asked
 (tcl.application.saved) and, last, ``predictions.csv``: its presence marks the run complete,
-which is what ``make`` and :func:`resolve_existing` go by. Every reader of runs (evaluation, the
-notebooks, the README's block, the GPU check) and the Makefile
-(``python -m tcl.training.runs make-pattern``) take the layout from here.
+which is what ``make`` and :func:`resolve_existing` go by. The readers of runs (evaluation, the
+radiomics reference, the notebooks, the README's block) and the Makefile (``python -m
+tcl.training.runs make-pattern``) take the layout from here; only the GPU check spells it
+itself, since it runs before the project's dependencies are installed.
 """
 
 from __future__ import annotations

@@ -4,12 +4,15 @@ a retrain that resumes its own checkpoint."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pandas as pd
 import pytest
 from conftest import LONGER, SMOKE, read_run_predictions, train_tiny
 
+from tcl.training.runs import draw_of, predictions_file, run_dir, runs_of
 from tcl.utils import TclError
 
 
@@ -49,3 +52,21 @@ def test_retrain_replaces_a_finished_run_but_resumes_its_own_checkpoint(
     )  # another profile's checkpoint: start over
     assert "resuming" not in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "other" / "history.csv")) == SMOKE.epochs
+
+
+def test_the_layout_is_one_folder_per_configuration_and_draw_and_make_asks_for_it(tmp_path):
+    assert run_dir(tmp_path, "mmoe", 2) == tmp_path / "mmoe" / "draw2"
+    assert predictions_file(tmp_path, "mmoe", 2) == tmp_path / "mmoe" / "draw2" / "predictions.csv"
+    assert runs_of(tmp_path) == tmp_path / "runs"
+    assert [draw_of(name) for name in ("draw0", "draw12", "draw", "draw1x", "old")] == [
+        0, 12, None, None, None
+    ]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "tcl.training.runs", "make-pattern"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "runs/@config@/draw@draw@/predictions.csv"
+    assert "torch" not in subprocess.run(
+        [sys.executable, "-c", "import sys, tcl.training.runs; print(list(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
