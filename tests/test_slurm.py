@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "tools"))
 import slurm_local  # noqa: E402
 
 from tcl.config import CONFIGS  # noqa: E402
+from tcl.training.runs import draw_of  # noqa: E402
 
 STOPPED = "proposed"  # the training that scancel stops half-way
 LAUNCH = "srun --cpus-per-task=1"
@@ -145,7 +146,7 @@ def copy_runs(source: Path, target: Path, draws: tuple[int, ...]) -> None:
     """The finished trainings of ``draws`` (run folders with their files' times), so that make
     in ``target`` finds them done."""
     for run in sorted((source / "results" / "smoke" / "runs").glob("*/draw*")):
-        if run.parent.name != "radiomics" and int(run.name.removeprefix("draw")) in draws:
+        if run.parent.name != "radiomics" and draw_of(run.name) in draws:
             shutil.copytree(run, target / run.relative_to(source))
 
 

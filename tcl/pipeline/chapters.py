@@ -38,7 +38,7 @@ from tcl.evaluation.plots import roc_pr_curves, save_figure
 from tcl.evaluation.representations import FEATURE_SETS, embed, load_trained
 from tcl.synthetic import ceilings
 from tcl.training import augment
-from tcl.training.runs import PREDICTIONS, run_dir, runs_of
+from tcl.training import runs as run_layout
 from tcl.utils import TclError, git_commit
 
 CHANNELS = ("t1c", "flairc", "adc")  # the cache's channel order (tcl.data.preprocess)
@@ -62,7 +62,7 @@ class Chapter:
     @property
     def runs(self) -> Path:
         """One folder per configuration and draw (tcl.training.runs)."""
-        return runs_of(self.results)
+        return run_layout.runs_of(self.results)
 
     @property
     def evaluation(self) -> Path:
@@ -76,7 +76,7 @@ class Chapter:
 
     def run_dir(self, config: str, draw: int) -> Path:
         """The folder of one training run."""
-        return run_dir(self.runs, config, draw)
+        return run_layout.run_dir(self.runs, config, draw)
 
     def show(self, fig: plt.Figure, name: str, folder: str | os.PathLike | None = None) -> None:
         """Save ``fig`` as ``name`` (.png and .pdf) in the figures folder (or ``folder``) and
@@ -418,7 +418,7 @@ def beside_training_run(
     """New predictions beside the training run's own probabilities for the same patients, with
     each patient's class first; and the largest absolute difference between the two, which
     must be at rounding level (same network, same preprocessing)."""
-    own = read_csv_text_ids(Path(run_dir) / PREDICTIONS).set_index("patient_id")
+    own = read_csv_text_ids(Path(run_dir) / run_layout.PREDICTIONS).set_index("patient_id")
     probabilities = ["p_invasion", "p_high_grade"]
     table = new.set_index("patient_id").join(own[probabilities].add_suffix(" (training run)"))
     table.insert(0, "class", patients.set_index("patient_id")["class"])
