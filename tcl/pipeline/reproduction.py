@@ -173,22 +173,25 @@ def _commit() -> str:
 # as the same result, per metric (keys: the tables' metric labels, lower case, "_" for " " and
 # "-", no "."). Measured with tools/reproduction_tolerance.py, quick profile: the largest
 # difference of any of a metric's 18 cells (9 networks × 2 tasks) between two runs of the same
-# training code that differ in one thing, over three such pairs: at commit a748911, the
+# training code that differ in one thing, over four such pairs: at commit a748911, the
 # README's run (CPU_ISA=avx2) against one with native AVX-512 kernels (another machine) and
 # against one with SEED=1 (another seed); and once training ran in the channels_last_3d layout,
-# the native AVX-512 run of ecfbec7 against the CPU_ISA=avx2 run of ab7090c (the same training
-# code), which moved Baseline3's grade AUC by 0.045 and set the AUC, specificity and accuracy
-# values. The thresholded metrics move most: a run whose positives sit just below p = 0.5 in
-# one draw (Baseline3 invasion, AVX2, draw 0) moves its mean sensitivity by a third. Radiomics
-# and Table 1 do not depend on either and must be identical.
+# the README's CPU_ISA=avx2 run of ab7090c against the native AVX-512 run of ecfbec7 (the same
+# training code), which moved Baseline3's grade AUC by 0.045 and set the AUC and accuracy
+# values, and against a CPU_ISA=avx2 run with SEED=1 at 900e258 (the same training code
+# again; proposed's quick run of draw 0 reproduces ab7090c's byte for byte), which set the
+# specificity (Baseline3's grade) and AUPRC (Baseline3's invasion) values. The thresholded
+# metrics move most: a run whose positives sit just below p = 0.5 in one draw (Baseline3
+# invasion, AVX2, draw 0) moves its mean sensitivity by a third. Radiomics and Table 1 do not
+# depend on either and must be identical.
 TOLERANCE: dict[str, float] = {
     "sensitivity": 0.3148,
-    "specificity": 0.0309,
+    "specificity": 0.0342,
     "accuracy": 0.0285,
     "g_mean": 0.3145,
     "balanced_acc": 0.1451,
     "mcc": 0.1607,
-    "auprc": 0.1278,
+    "auprc": 0.1313,
     "auc": 0.0448,
 }
 EXACT_COLUMNS = ("Radiomics",)
