@@ -175,13 +175,15 @@ PAPER = Profile(name="paper")
 #   this profile's): proposed 0.934 / 0.741, non-invasive grade 0.678, training grade AUC
 #   0.990; no evaluated epoch (every 10th) passed 0.77 on test grade. Its 600 steps do fit
 #   the classifiers (test sensitivity 0.83 / 0.38 at p > 0.5 without a refit).
-#   GroupNorm (4 groups) in place of every BatchNorm of the trunks: 0.963 / 0.747.
-#   An exponential moving average of the weights (0.95 a step), read at the end: 0.958 / 0.779.
+#   GroupNorm (4 groups) in place of every BatchNorm of the trunks: 0.963 / 0.747; an
+#   exponential moving average of the weights (0.95 a step), read at the end: 0.958 / 0.779
+#   (both one-off patches of the tool, not kept).
 #   L_con's weight and start: alpha 0 0.963 / 0.753, alpha 2 0.955 / 0.777, L_con from
 #   epoch 9 of 14 0.972 / 0.778.
-# What moves grade is the number of training patients. With draw 0's split reversed (trained on
-# its 586 test patients, tested on its 214 training patients; this profile unchanged, so 14
-# epochs of 18 steps) the input yardstick reaches 0.896 / 0.917 and the networks come close:
+# What moves grade is the number of training patients. With draw 0's split reversed (`--reverse`:
+# trained on its 586 test patients, tested on its 214 training patients; this profile
+# unchanged, so 14 epochs of 18 steps) the input yardstick of that split reaches 0.896 / 0.917
+# and the networks come close:
 # proposed 0.949 / 0.883 (seed 1: 0.928 / 0.876), EFMT 0.928 / 0.913, i.e. 0.004-0.041 below
 # it on grade. On the 214 training patients with the same 252 steps (42 epochs, the schedule
 # stretched) they stay 0.055-0.075 below it (yardstick 0.966 / 0.851): proposed 0.947 / 0.776,

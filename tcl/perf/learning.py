@@ -8,6 +8,13 @@ epoch's mean loss terms (as history.csv has them), the learning rate, the traini
 AUC of each task, the seconds trained so far. A last row (``epoch = -1``) holds the AUCs after
 the profile's classifier refit, when it has one. A JSON file beside it records the settings.
 
+The input yardstick of the same split (tcl.synthetic.ceilings.input_ceiling: a logistic
+regression on 42 statistics of the cached volumes) is printed at the end and kept in the JSON,
+so a curve reads against what a linear model finds in the same input. ``--reverse`` trains on
+the draw's test patients and tests on its training patients (586 and 214 for the standard
+draws instead of 214 and 586): how far the gap to the yardstick is a matter of the number of
+training patients.
+
 This is how the quick protocol was chosen (tcl/config.py): on draw 0 only, the other two
 draws held out. It reads the test patients every epoch, which a training never does: it is a
 diagnostic for choosing a protocol on a tuning draw, not a way to pick a stopping epoch.
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -37,6 +45,8 @@ from sklearn.metrics import roc_auc_score
 from tcl.config import Profile, check_config, get_profile
 from tcl.data.draw import DrawData, load_draw
 from tcl.data.preprocess import load_cache
+from tcl.data.splits import read_splits
+from tcl.synthetic.ceilings import cache_input_ceiling
 from tcl.tasks import decide
 from tcl.training.inference import class_probabilities
 from tcl.training.runtime import configure_backend, kernels, resolve_device
@@ -180,25 +190,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=1, help="evaluate every N epochs")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--reverse",
+        action="store_true",
+        help="train on the draw's test patients and test on its training patients",
+    )
     parser.add_argument("--out", type=Path, required=True, help="CSV (a .json lands beside it)")
     args = parser.parse_args(argv)
     try:
         config = check_config(args.config)
         profile = override(get_profile(args.profile), args.set)
         cache = args.cache or Path("data/synthetic") / "x".join(map(str, profile.size))
+        draws = read_splits(args.splits)
+        if not 0 <= args.draw < len(draws):
+            raise TclError(f"--draw {args.draw}: {args.splits} holds draws 0..{len(draws) - 1}")
+        split = draws[args.draw]
+        if args.reverse:
+            split = {"train": split["test"], "test": split["train"]}
         start = time.perf_counter()
-        table = learning_curve(
-            config, args.draw, profile, cache, args.splits, args.every, args.seed, args.threads
-        )
+        with tempfile.TemporaryDirectory() as folder:
+            # the one split trained on, as a one-draw splits file (load_draw reads files)
+            splits = Path(folder) / "splits.json"
+            splits.write_text(json.dumps({"draws": [split]}))
+            table = learning_curve(
+                config, 0, profile, cache, splits, args.every, args.seed, args.threads
+            )
+        yardstick = cache_input_ceiling(cache, [split]).set_index("task")["auc"].to_dict()
     except TclError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print(
+        f"input yardstick on the same split: {yardstick['invasion']:.3f} / "
+        f"{yardstick['high_grade']:.3f} (invasion / grade; {len(split['train'])} training, "
+        f"{len(split['test'])} test patients)",
+        flush=True,
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     record = {
         "config": config,
         "draw": args.draw,
+        "reversed": args.reverse,
+        "n_train": len(split["train"]),
+        "n_test": len(split["test"]),
+        "input_yardstick": yardstick,
         "overrides": args.set,
         "profile": profile.to_dict(),
         "seed": profile.seed if args.seed is None else args.seed,
