@@ -190,6 +190,10 @@ PAPER = Profile(name="paper")
 # EFMT 0.914 / 0.796. So the networks are limited by the paper's split, 214 training patients
 # of whom 25 are high grade without invasion, not by this profile's steps, width or schedule:
 # a linear model on 42 statistics needs fewer patients than a 3D CNN to find grade's own signs.
+# The reversed network's features hold more of the grade factor but not yet notebook 06's 0.2:
+# R² of G in G_m 0.139 on its 214 test patients (I 0.583), against 0.056 (I 0.260) for the
+# README's draw-0 network on its 586 (python -m tcl train with the reversed split in a splits
+# file of its own, two threads: 0.930 / 0.872; tcl.evaluation.representations).
 # The gap also varies by draw (mean of the 9 networks against the yardstick: draw 0 0.747 /
 # 0.851, draw 1 0.790 / 0.869, draw 2 0.808 / 0.832; make all at ab7090c).
 QUICK = replace(
