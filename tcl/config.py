@@ -183,9 +183,10 @@ PAPER = Profile(name="paper")
 # What moves grade is the number of training patients. With draw 0's split reversed (`--reverse`:
 # trained on its 586 test patients, tested on its 214 training patients; this profile
 # unchanged, so 14 epochs of 18 steps) the input yardstick of that split reaches 0.896 / 0.917
-# and the networks come close:
-# proposed 0.949 / 0.883 (seed 1: 0.928 / 0.876), EFMT 0.928 / 0.913, i.e. 0.004-0.041 below
-# it on grade. On the 214 training patients with the same 252 steps (42 epochs, the schedule
+# and the networks come close: proposed 0.949 / 0.883 (seed 1: 0.928 / 0.876), EFMT 0.928 /
+# 0.913, Baseline1 0.934 / 0.887, MMoE 0.941 / 0.875, i.e. 0.004-0.042 below it on grade
+# (the same networks on the standard draw 0, README's run: 0.058-0.110 below). On the 214
+# training patients with the same 252 steps (42 epochs, the schedule
 # stretched) they stay 0.055-0.075 below it (yardstick 0.966 / 0.851): proposed 0.947 / 0.776,
 # EFMT 0.914 / 0.796. So the networks are limited by the paper's split, 214 training patients
 # of whom 25 are high grade without invasion, not by this profile's steps, width or schedule:
