@@ -47,10 +47,30 @@ def preprocess_hint(meta: dict[str, Any], cache_dir: Path, size: tuple[int, int,
     return f"python -m tcl preprocess --manifest {manifest} --out {out} --size {sizes}"
 
 
+def draw_split(splits_path: Path, draw: int, reverse: bool = False) -> dict[str, list[str]]:
+    """Draw ``draw`` of a splits file: ``{"train": [ids], "test": [ids]}``. ``reverse`` swaps
+    the two parts (tcl.perf.learning: how the networks fare with the larger part to learn
+    from)."""
+    draws = read_splits(splits_path)
+    if not 0 <= draw < len(draws):
+        raise TclError(
+            f"--draw {draw} is out of range: {splits_path} holds {len(draws)} draw(s), "
+            f"numbered 0..{len(draws) - 1}"
+        )
+    chosen = draws[draw]
+    return {"train": chosen["test"], "test": chosen["train"]} if reverse else chosen
+
+
 def load_draw(
-    cache_dir: Path, splits_path: Path, draw: int, profile: Profile, device: torch.device
+    cache_dir: Path,
+    splits_path: Path,
+    draw: int,
+    profile: Profile,
+    device: torch.device,
+    reverse: bool = False,
 ) -> DrawData:
-    """Read the cache and the draw; put the training volumes on ``device`` as one tensor."""
+    """Read the cache and the draw (its parts swapped with ``reverse``, see :func:`draw_split`);
+    put the training volumes on ``device`` as one tensor."""
     cache = load_cache(cache_dir)
     size = tuple(int(s) for s in cache.meta["size"])
     if size != tuple(profile.size):
@@ -59,16 +79,10 @@ def load_draw(
             f"{profile.name!r} trains at {'x'.join(map(str, profile.size))}; build its cache with: "
             f"{preprocess_hint(cache.meta, cache_dir, profile.size)} (and pass that --cache)"
         )
-    draws = read_splits(splits_path)
-    if not 0 <= draw < len(draws):
-        raise TclError(
-            f"--draw {draw} is out of range: {splits_path} holds {len(draws)} draw(s), "
-            f"numbered 0..{len(draws) - 1}"
-        )
+    chosen = draw_split(splits_path, draw, reverse)
     index = cache.index.copy()
     index["patient_id"] = index["patient_id"].astype(str)
     row_of = dict(zip(index["patient_id"], index["row"], strict=True))
-    chosen = draws[draw]
     missing = [pid for pid in chosen["train"] + chosen["test"] if pid not in row_of]
     if missing:
         raise TclError(

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import fields, replace
@@ -43,9 +42,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tcl.config import Profile, check_config, get_profile
-from tcl.data.draw import DrawData, load_draw
+from tcl.data.draw import DrawData, draw_split, load_draw
 from tcl.data.preprocess import load_cache
-from tcl.data.splits import read_splits
 from tcl.synthetic.ceilings import cache_input_ceiling
 from tcl.tasks import decide
 from tcl.training.inference import class_probabilities
@@ -122,12 +120,14 @@ def learning_curve(
     seed: int | None = None,
     threads: int | None = None,
     say: Callable[[str], None] = lambda text: print(text, flush=True),
+    reverse: bool = False,
 ) -> pd.DataFrame:
-    """Train ``config`` on ``draw`` under ``profile`` and return the curve's table."""
+    """Train ``config`` on ``draw`` (its test patients, with ``reverse``) under ``profile`` and
+    return the curve's table."""
     device = resolve_device("cpu")
     configure_backend(device, threads)
     seed = profile.seed if seed is None else seed
-    data = load_draw(cache, splits, draw, profile, device)
+    data = load_draw(cache, splits, draw, profile, device, reverse)
     # the training patients' rows of the cache, in the draw's order (load_draw keeps the tensor)
     cache_index = load_cache(cache).index
     rows_by_id = dict(zip(cache_index["patient_id"].astype(str), cache_index["row"], strict=True))
@@ -201,20 +201,19 @@ def main(argv: list[str] | None = None) -> int:
         config = check_config(args.config)
         profile = override(get_profile(args.profile), args.set)
         cache = args.cache or Path("data/synthetic") / "x".join(map(str, profile.size))
-        draws = read_splits(args.splits)
-        if not 0 <= args.draw < len(draws):
-            raise TclError(f"--draw {args.draw}: {args.splits} holds draws 0..{len(draws) - 1}")
-        split = draws[args.draw]
-        if args.reverse:
-            split = {"train": split["test"], "test": split["train"]}
+        split = draw_split(args.splits, args.draw, args.reverse)
         start = time.perf_counter()
-        with tempfile.TemporaryDirectory() as folder:
-            # the one split trained on, as a one-draw splits file (load_draw reads files)
-            splits = Path(folder) / "splits.json"
-            splits.write_text(json.dumps({"draws": [split]}))
-            table = learning_curve(
-                config, 0, profile, cache, splits, args.every, args.seed, args.threads
-            )
+        table = learning_curve(
+            config,
+            args.draw,
+            profile,
+            cache,
+            args.splits,
+            args.every,
+            args.seed,
+            args.threads,
+            reverse=args.reverse,
+        )
         yardstick = cache_input_ceiling(cache, [split]).set_index("task")["auc"].to_dict()
     except TclError as error:
         print(f"error: {error}", file=sys.stderr)
